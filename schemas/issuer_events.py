@@ -1,0 +1,76 @@
+"""Issuer lifecycle contracts on `issuer.events`: what happened to money after (or without) a
+decision. Written by the gateway; read by the authorizer and the ledger. Pure data.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from schemas.common import Contract, Identifier, Issuer, Merchant, Timestamp
+from schemas.money import Money
+
+
+class _IssuerEvent(Contract):
+    schema_version: Literal[1] = 1
+    event_id: UUID
+    wallet_id: Identifier
+    card_id: Identifier
+    issuer: Issuer
+    occurred_at: Timestamp
+
+
+class AuthorizationCleared(_IssuerEvent):
+    """A capture: the hold becomes spend. `amount` may differ from the hold; the difference counts."""
+
+    type: Literal["authorization_cleared"] = "authorization_cleared"
+    issuer_authorization_id: Identifier
+    issuer_transaction_id: Identifier
+    amount: Money
+    merchant_amount: Money | None = None
+    final: bool = Field(default=True, description="False for one of several partial captures")
+
+
+class AuthorizationReversed(_IssuerEvent):
+    """The merchant released all or part of a hold; `amount` is what is released."""
+
+    type: Literal["authorization_reversed"] = "authorization_reversed"
+    issuer_authorization_id: Identifier
+    amount: Money
+    full: bool = Field(description="True when the whole remaining hold is released")
+
+
+class AuthorizationExpired(_IssuerEvent):
+    """A hold ends without clearing: the gateway's deadline passed, the issuer expired it, or it aged out."""
+
+    type: Literal["authorization_expired"] = "authorization_expired"
+    issuer_authorization_id: Identifier
+    cause: Literal["gateway_deadline", "issuer_expired", "hold_timeout"]
+
+
+class RefundPosted(_IssuerEvent):
+    """Money returned to the card: spend goes down by `amount`."""
+
+    type: Literal["refund_posted"] = "refund_posted"
+    issuer_transaction_id: Identifier
+    issuer_authorization_id: Identifier | None = None
+    amount: Money
+    merchant: Merchant | None = None
+
+
+class ForcePosted(_IssuerEvent):
+    """Spend with no prior authorization (force capture, network stand-in): counted all the same."""
+
+    type: Literal["force_posted"] = "force_posted"
+    issuer_transaction_id: Identifier
+    amount: Money
+    merchant_amount: Money | None = None
+    merchant: Merchant
+
+
+IssuerEvent = Annotated[
+    AuthorizationCleared | AuthorizationReversed | AuthorizationExpired | RefundPosted | ForcePosted,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,298 @@
+"""Wallet contracts: commands on `wallet.commands` (gateway, CLI, notifier → authorizer) and the
+events on `wallet.events` each applied command produces (authorizer → ledger, notifier, gateway).
+Pure data.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, model_validator
+
+from schemas.common import Actor, CapKind, Contract, Identifier, Issuer, Mcc, Reason, Timestamp, TraceId
+from schemas.money import CurrencyCode, Money
+from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r}: expected an IANA name such as 'Europe/Paris'") from error
+    return name
+
+
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
+Last4 = Annotated[str, Field(pattern=r"^[0-9]{4}$")]
+SlackChannel = Annotated[str, Field(pattern=r"^[A-Za-z0-9#_-]{1,80}$")]
+
+
+class _Command(Contract):
+    schema_version: Literal[1] = 1
+    command_id: UUID = Field(description="the idempotency key: a command seen twice is applied once")
+    wallet_id: Identifier
+    actor: Actor
+    issued_at: Timestamp
+
+
+class CreateWallet(_Command):
+    """Create a wallet from a policy template; `caps` overrides the template where given."""
+
+    type: Literal["create_wallet"] = "create_wallet"
+    template: PolicyTemplate = PolicyTemplate.STARTER
+    currency: CurrencyCode = "USD"
+    time_zone: TimeZoneName = "UTC"
+    label: str = Field(default="", max_length=200)
+    caps: WalletCaps | None = None
+    slack_channel: SlackChannel | None = None
+    approvers: tuple[Actor, ...] = ()
+    raise_step: Money | None = None
+    max_raise: Money | None = Field(default=None, description="no approval may raise a cap above this")
+
+    @model_validator(mode="after")
+    def _amounts_in_wallet_currency(self) -> Self:
+        amounts = [self.raise_step, self.max_raise]
+        if self.caps is not None:
+            amounts += [self.caps.rolling_24h, self.caps.monthly, self.caps.per_trace, self.caps.per_authorization]
+        for amount in amounts:
+            if amount is not None and amount.currency != self.currency:
+                raise ValueError(f"amount in {amount.currency} on a {self.currency} wallet")
+        return self
+
+
+class CreateCard(_Command):
+    """Issue a card to the wallet; no card number, only the issuer's token and the last 4."""
+
+    type: Literal["create_card"] = "create_card"
+    card_id: Identifier
+    issuer: Issuer
+    issuer_card_token: Identifier
+    last4: Last4
+    label: str = Field(default="", max_length=200)
+    funded_amount: Money | None = Field(default=None, description="load-based card: the hard ceiling")
+    caps: CardCaps = CardCaps()
+    mcc_allow: frozenset[Mcc] = Field(default=frozenset(), description="empty: every MCC not blocked")
+    mcc_block: frozenset[Mcc] = frozenset()
+    merchant_lock: str | None = Field(default=None, max_length=64, description="only this merchant network id")
+    expires_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _lists_disjoint(self) -> Self:
+        if both := self.mcc_allow & self.mcc_block:
+            raise ValueError(f"MCCs both allowed and blocked: {sorted(both)}")
+        return self
+
+
+class UpdateCaps(_Command):
+    """Replace the wallet's caps, or one card's (when `card_id` is given)."""
+
+    type: Literal["update_caps"] = "update_caps"
+    card_id: Identifier | None = None
+    wallet_caps: WalletCaps | None = None
+    card_caps: CardCaps | None = None
+
+    @model_validator(mode="after")
+    def _target_matches_caps(self) -> Self:
+        if (self.card_id is None) != (self.card_caps is None) or (self.card_id is None) == (self.wallet_caps is None):
+            raise ValueError("give card_id with card_caps, or wallet_caps alone")
+        return self
+
+
+class FreezeCard(_Command):
+    """Stop a card: every authorization after this in the wallet's log is declined."""
+
+    type: Literal["freeze_card"] = "freeze_card"
+    card_id: Identifier
+    reason: Reason
+
+
+class UnfreezeCard(_Command):
+    """Let a frozen card be used again."""
+
+    type: Literal["unfreeze_card"] = "unfreeze_card"
+    card_id: Identifier
+    reason: Reason
+
+
+class FreezeWallet(_Command):
+    """The kill switch: every card of the wallet is declined from this point of the log on."""
+
+    type: Literal["freeze_wallet"] = "freeze_wallet"
+    reason: Reason
+
+
+class UnfreezeWallet(_Command):
+    """Lift the kill switch."""
+
+    type: Literal["unfreeze_wallet"] = "unfreeze_wallet"
+    reason: Reason
+
+
+class CloseCard(_Command):
+    """Close a card for good; holds already placed still clear or expire."""
+
+    type: Literal["close_card"] = "close_card"
+    card_id: Identifier
+    reason: Reason
+
+
+class CloseWallet(_Command):
+    """Close a wallet and all its cards for good."""
+
+    type: Literal["close_wallet"] = "close_wallet"
+    reason: Reason
+
+
+class BindTrace(_Command):
+    """Stamp later authorizations of a card (or of the whole wallet) with a trace id and its cap."""
+
+    type: Literal["bind_trace"] = "bind_trace"
+    trace_id: TraceId
+    card_id: Identifier | None = Field(default=None, description="None binds the trace to the whole wallet")
+    cap: Money | None = Field(default=None, description="None: the wallet's per-trace default")
+
+
+class RaiseCap(_Command):
+    """Raise one cap by `amount` until `until` (a Slack approval, an operator's override)."""
+
+    type: Literal["raise_cap"] = "raise_cap"
+    cap: CapKind
+    card_id: Identifier | None = None
+    trace_id: TraceId | None = None
+    amount: Money
+    until: Timestamp
+
+    @model_validator(mode="after")
+    def _scope_matches_cap(self) -> Self:
+        if self.amount.amount_minor == 0:
+            raise ValueError("a raise of zero changes nothing")
+        card_cap = self.cap in (CapKind.PER_AUTHORIZATION, CapKind.CARD_FUNDED, CapKind.CARD_ROLLING_24H, CapKind.CARD_MONTHLY)
+        if card_cap and self.card_id is None and self.cap != CapKind.PER_AUTHORIZATION:
+            raise ValueError(f"raising {self.cap.value} needs card_id")
+        if self.cap == CapKind.TRACE and self.trace_id is None:
+            raise ValueError("raising the trace cap needs trace_id")
+        return self
+
+
+WalletCommand = Annotated[
+    CreateWallet
+    | CreateCard
+    | UpdateCaps
+    | FreezeCard
+    | UnfreezeCard
+    | FreezeWallet
+    | UnfreezeWallet
+    | CloseCard
+    | CloseWallet
+    | BindTrace
+    | RaiseCap,
+    Field(discriminator="type"),
+]
+
+
+class _WalletEvent(Contract):
+    schema_version: Literal[1] = 1
+    event_id: UUID
+    command_id: UUID | None = Field(description="the command this applied; None when no command caused it")
+    wallet_id: Identifier
+    actor: Actor
+    occurred_at: Timestamp
+
+
+class WalletCreated(_WalletEvent):
+    """A wallet exists, with the caps its template and overrides resolved to."""
+
+    type: Literal["wallet_created"] = "wallet_created"
+    template: PolicyTemplate
+    currency: CurrencyCode
+    time_zone: TimeZoneName
+    label: str
+    caps: WalletCaps
+    slack_channel: SlackChannel | None
+    approvers: tuple[Actor, ...]
+    raise_step: Money
+    max_raise: Money | None
+
+
+class CardCreated(_WalletEvent):
+    """A card exists on the wallet."""
+
+    type: Literal["card_created"] = "card_created"
+    card_id: Identifier
+    issuer: Issuer
+    issuer_card_token: Identifier
+    last4: Last4
+    label: str
+    funded_amount: Money | None
+    caps: CardCaps
+    mcc_allow: frozenset[Mcc]
+    mcc_block: frozenset[Mcc]
+    merchant_lock: str | None
+    expires_at: Timestamp | None
+
+
+class CapsUpdated(_WalletEvent):
+    """The wallet's or one card's caps were replaced."""
+
+    type: Literal["caps_updated"] = "caps_updated"
+    card_id: Identifier | None
+    wallet_caps: WalletCaps | None
+    card_caps: CardCaps | None
+
+
+class StatusChanged(_WalletEvent):
+    """A card or the wallet was frozen, unfrozen or closed."""
+
+    type: Literal["status_changed"] = "status_changed"
+    card_id: Identifier | None = Field(description="None: the wallet itself")
+    status: Literal["active", "frozen", "closed"]
+    reason: Reason
+
+
+class TraceBound(_WalletEvent):
+    """Authorizations after this carry `trace_id` and count against its cap."""
+
+    type: Literal["trace_bound"] = "trace_bound"
+    trace_id: TraceId
+    card_id: Identifier | None
+    cap: Money | None
+
+
+class CapRaised(_WalletEvent):
+    """A cap is temporarily higher: `new_limit` until `until`."""
+
+    type: Literal["cap_raised"] = "cap_raised"
+    cap: CapKind
+    card_id: Identifier | None
+    trace_id: TraceId | None
+    amount: Money
+    new_limit: Money
+    until: Timestamp
+
+
+class CommandRejected(_WalletEvent):
+    """A command was not applied (unknown card, wallet closed, raise above the maximum...)."""
+
+    type: Literal["command_rejected"] = "command_rejected"
+    command_type: str = Field(max_length=64)
+    error: str = Field(max_length=1000)
+
+
+class CapBreachedByIssuer(_WalletEvent):
+    """Money the issuer moved without asking us pushed a cap over its limit: a human should act."""
+
+    type: Literal["cap_breached_by_issuer"] = "cap_breached_by_issuer"
+    cap: CapKind
+    scope_id: str
+    limit: Money
+    spent: Money
+    over_by: Money
+    issuer_transaction_id: Identifier
+
+
+WalletEvent = Annotated[
+    WalletCreated | CardCreated | CapsUpdated | StatusChanged | TraceBound | CapRaised | CommandRejected | CapBreachedByIssuer,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,1 @@
+"""Plumbing every service shares (settings, logging, Kafka, Postgres, health); never business rules."""

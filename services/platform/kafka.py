@@ -1,0 +1,120 @@
+"""Kafka plumbing: producer, consumer and FastStream broker factories, and topic creation.
+
+Producers are idempotent with acks=all; consumers commit nothing on their own (offsets belong
+with the state they produced). Knows topic names only through `schemas.topics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaBroker
+
+from schemas.topics import Topic, topic_name
+from services.platform.settings import Settings
+
+# Kafka's CreateTopics error codes that we handle by name.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicSetupError(RuntimeError):
+    """A topic could not be created, or exists with fewer partitions than configured."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic the project needs, with the partition count it must have."""
+
+    name: str
+    partitions: int
+
+
+def project_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic of ARCHITECTURE.md with its dead-letter twin, named with the configured prefix."""
+    specs = []
+    for topic in Topic:
+        name = topic_name(topic, settings.topic_prefix)
+        specs.append(TopicSpec(name, settings.kafka_partitions))
+        specs.append(TopicSpec(topic_name(topic, settings.topic_prefix, dead_letter=True), 1))
+    return specs
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Settings shared by every producer: nothing acknowledged until every replica has it."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": settings.service_name,
+        "acks": "all",
+        "enable_idempotence": True,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+    }
+
+
+def create_producer(settings: Settings) -> AIOKafkaProducer:
+    """An idempotent producer; the caller starts and stops it."""
+    return AIOKafkaProducer(**producer_config(settings))
+
+
+def create_consumer(settings: Settings, topics: Sequence[str], group_id: str | None) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits and reads only committed (transactional) records."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        max_poll_records=500,
+    )
+
+
+def create_broker(settings: Settings) -> KafkaBroker:
+    """A FastStream broker whose producer has the same guarantees as `create_producer`."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+
+
+async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout_ms: int = 30_000) -> None:
+    """Create the topics that are missing; refuse topics that exist with too few partitions."""
+    wanted = {spec.name: spec for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(spec.name, spec.partitions, 1) for spec in wanted.values()], timeout_ms=timeout_ms
+        )
+        failures = [
+            f"{name}: error {code} {message or ''}".strip()
+            for name, code, message in _topic_errors(response)
+            if code not in (0, _TOPIC_ALREADY_EXISTS)
+        ]
+        if failures:
+            raise TopicSetupError("could not create topics: " + "; ".join(failures))
+        for described in await admin.describe_topics(list(wanted)):
+            have = len(described["partitions"])
+            need = wanted[described["topic"]].partitions
+            if have < need:
+                raise TopicSetupError(f"topic {described['topic']} has {have} partitions, {need} configured")
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    """(topic, error code, message) for each topic of a CreateTopics response of any version."""
+    rows: list[tuple[str, int, str | None]] = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None  # noqa: PLR2004 - v1+ responses carry a message
+        rows.append((name, code, message))
+    return rows

@@ -1,0 +1,41 @@
+"""Settings read once at start from `PURSESTRINGS_*` variables; never read again on a hot path.
+
+Secrets (the database URL carries a password) have no defaults: a service without them refuses to
+start with a clear error rather than connecting somewhere by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_FILE_VARIABLE = "PURSESTRINGS_ENV_FILE"
+
+
+class Settings(BaseSettings):
+    """What every pursestrings process needs to find Kafka and Postgres and to log."""
+
+    model_config = SettingsConfigDict(env_prefix="PURSESTRINGS_", extra="ignore", frozen=True)
+
+    service_name: str = "pursestrings"
+    database_url: SecretStr = Field(description="postgresql:// URL; a secret, so no default")
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Every wallet-scoped topic gets this many partitions; keys are wallet ids.
+    kafka_partitions: int = Field(default=12, ge=1, le=1024)
+    # Prepended to every topic and group name; tests use a fresh one so they never collide.
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=64)
+    postgres_pool_min_size: int = Field(default=1, ge=0, le=100)
+    postgres_pool_max_size: int = Field(default=10, ge=1, le=100)
+    postgres_command_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    kafka_request_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once: environment first, then the env file the local scripts write."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE) or None
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

@@ -1,0 +1,154 @@
+"""Every contract round-trips through its topic's parser, and bad messages are refused clearly."""
+
+from __future__ import annotations
+
+import json
+import typing
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from schemas.common import CapKind, ReasonCode
+from schemas.registry import TOPIC_MESSAGES, InvalidMessage, parse, serialize
+from schemas.topics import Topic, message_key
+from schemas.wallet import CreateCard, CreateWallet, RaiseCap, UpdateCaps
+from tests.support.samples import NOW, samples, usd
+
+ALL_SAMPLES = [(topic, message) for topic, messages in samples().items() for message in messages]
+
+
+def _types_on(topic: Topic) -> set[str]:
+    kind = TOPIC_MESSAGES[topic]
+    members = typing.get_args(typing.get_args(kind)[0]) if typing.get_origin(kind) is typing.Annotated else (kind,)
+    return {member.model_fields["type"].default for member in members}
+
+
+def test_every_contract_has_a_sample() -> None:
+    """No contract escapes the round-trip tests: the samples cover every type on every topic."""
+    covered = {topic: {message.type for message in messages} for topic, messages in samples().items()}  # type: ignore[attr-defined]
+    assert covered == {topic: _types_on(topic) for topic in Topic}
+
+
+@pytest.mark.parametrize(("topic", "message"), ALL_SAMPLES, ids=lambda value: getattr(value, "type", str(value)))
+def test_contract_round_trips_through_its_topic(topic: Topic, message: BaseModel) -> None:
+    """serialize → parse gives back an equal, frozen value with schema_version 1."""
+    parsed = parse(topic, serialize(message))
+    assert (parsed, parsed.schema_version) == (message, 1)  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        parsed.schema_version = 2  # type: ignore[attr-defined]
+
+
+def test_message_key_is_the_wallet_id() -> None:
+    """Every wallet-scoped message is keyed by its wallet id."""
+    assert {message_key(message) for _, message in ALL_SAMPLES} == {b"wal_research_01"}
+
+
+def _mutated(message: BaseModel, **changes: Any) -> bytes:
+    payload = json.loads(serialize(message))
+    for key, value in changes.items():
+        if value is ...:
+            payload.pop(key)
+        else:
+            payload[key] = value
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(("topic", "message"), ALL_SAMPLES, ids=lambda value: getattr(value, "type", str(value)))
+@pytest.mark.parametrize(
+    ("changes", "message_part"),
+    [
+        ({"schema_version": 2}, "schema_version"),
+        ({"wallet_id": ...}, "wallet_id"),
+        ({"wallet_id": "has space"}, "wallet_id"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+        ({"type": "no_such_type"}, "does not match any of the expected tags"),
+    ],
+)
+def test_bad_messages_are_refused_with_the_field_named(
+    topic: Topic, message: BaseModel, changes: dict[str, Any], message_part: str
+) -> None:
+    """Wrong versions, missing or malformed fields and unknown types raise InvalidMessage naming the problem."""
+    raw = _mutated(message, **changes)
+    if "type" in changes and topic in (Topic.AUTH_REQUESTS, Topic.AUTH_DECISIONS):
+        message_part = "type"  # a single-model topic reports the literal, not a union tag
+    with pytest.raises(InvalidMessage, match=message_part):
+        parse(topic, raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b"null", b'{"type": "authorization_requested"}'])
+def test_malformed_bytes_are_refused(raw: bytes) -> None:
+    """Bytes that are not a message are refused, never half-parsed."""
+    with pytest.raises(InvalidMessage):
+        parse(Topic.AUTH_REQUESTS, raw)
+
+
+def test_naive_timestamps_are_refused() -> None:
+    """A time without a zone is ambiguous for a 24 h window: refused."""
+    request = samples()[Topic.AUTH_REQUESTS][0]
+    with pytest.raises(InvalidMessage, match="timezone"):
+        parse(Topic.AUTH_REQUESTS, _mutated(request, requested_at="2026-11-23T12:00:00"))
+
+
+def test_float_amount_inside_a_message_is_refused() -> None:
+    """A float amount deep inside a contract fails with the money message."""
+    request = samples()[Topic.AUTH_REQUESTS][0]
+    raw = _mutated(request, amount={"amount_minor": 1.2, "currency": "USD"})
+    with pytest.raises(InvalidMessage, match="never a float"):
+        parse(Topic.AUTH_REQUESTS, raw)
+
+
+def test_decision_reason_must_agree_with_outcome() -> None:
+    """`approved` true with a decline reason (or the reverse) is a contradiction, refused."""
+    decline = samples()[Topic.AUTH_DECISIONS][0]
+    with pytest.raises(InvalidMessage, match="contradicts reason"):
+        parse(Topic.AUTH_DECISIONS, _mutated(decline, approved=True))
+    approval = samples()[Topic.AUTH_DECISIONS][1]
+    with pytest.raises(InvalidMessage, match="must say when its hold expires"):
+        parse(Topic.AUTH_DECISIONS, _mutated(approval, hold_expires_at=None))
+    assert ReasonCode.APPROVED.value == "approved"
+
+
+def test_request_deadline_cannot_precede_the_request() -> None:
+    """A deadline before the request is a clock or shape error."""
+    request = samples()[Topic.AUTH_REQUESTS][0]
+    raw = _mutated(request, deadline_at=(NOW - timedelta(seconds=1)).isoformat())
+    with pytest.raises(InvalidMessage, match="deadline_at is before requested_at"):
+        parse(Topic.AUTH_REQUESTS, raw)
+
+
+def _command(**fields: Any) -> dict[str, Any]:
+    return {"command_id": uuid.uuid4(), "wallet_id": "w1", "actor": "ops", "issued_at": NOW, **fields}
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "message"),
+    [
+        (CreateWallet, {"time_zone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+        (CreateWallet, {"currency": "EUR", "raise_step": usd(100)}, "amount in USD on a EUR wallet"),
+        (CreateWallet, {"caps": {"monthly": usd(1), "rolling_24h": {"amount_minor": 1, "currency": "EUR"}}}, "one currency"),
+        (
+            CreateCard,
+            {"card_id": "c", "issuer": "stripe", "issuer_card_token": "t", "last4": "42"},
+            "should match pattern",
+        ),
+        (
+            CreateCard,
+            {"card_id": "c", "issuer": "stripe", "issuer_card_token": "t", "last4": "4242",
+             "mcc_allow": ["5734"], "mcc_block": ["5734"]},
+            "both allowed and blocked",
+        ),
+        (CreateCard, {"card_id": "c", "issuer": "visa", "issuer_card_token": "t", "last4": "4242"}, "issuer"),
+        (UpdateCaps, {"card_id": "c"}, "give card_id with card_caps"),
+        (UpdateCaps, {}, "give card_id with card_caps"),
+        (RaiseCap, {"cap": CapKind.TRACE, "amount": usd(100), "until": NOW}, "needs trace_id"),
+        (RaiseCap, {"cap": CapKind.CARD_MONTHLY, "amount": usd(100), "until": NOW}, "needs card_id"),
+        (RaiseCap, {"cap": CapKind.WALLET_MONTHLY, "amount": usd(0), "until": NOW}, "a raise of zero"),
+    ],
+)
+def test_commands_refuse_inconsistent_input(model: type[BaseModel], fields: dict[str, Any], message: str) -> None:
+    """Each command checks what only makes sense together, with an error a human can act on."""
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(_command(**fields))
