@@ -19,8 +19,7 @@ JSON_DIR = Path(__file__).parent / "json"
 def rendered() -> dict[str, str]:
     """File name → the text it must hold."""
     return {
-        f"{topic.value}.schema.json": json.dumps(json_schema(topic), indent=2, sort_keys=True) + "\n"
-        for topic in Topic
+        f"{topic.value}.schema.json": json.dumps(json_schema(topic), indent=2, sort_keys=True) + "\n" for topic in Topic
     }
 
 
@@ -28,7 +27,7 @@ def main() -> int:
     """Write every schema file, and remove files for topics that no longer exist."""
     JSON_DIR.mkdir(exist_ok=True)
     wanted = rendered()
-    for stale in set(path.name for path in JSON_DIR.glob("*.schema.json")) - set(wanted):
+    for stale in {path.name for path in JSON_DIR.glob("*.schema.json")} - set(wanted):
         (JSON_DIR / stale).unlink()
     for name, text in wanted.items():
         (JSON_DIR / name).write_text(text, encoding="utf-8")

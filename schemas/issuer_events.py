@@ -70,7 +70,5 @@ class ForcePosted(_IssuerEvent):
     merchant: Merchant
 
 
-IssuerEvent = Annotated[
-    AuthorizationCleared | AuthorizationReversed | AuthorizationExpired | RefundPosted | ForcePosted,
-    Field(discriminator="type"),
-]
+AnyIssuerEvent = AuthorizationCleared | AuthorizationReversed | AuthorizationExpired | RefundPosted | ForcePosted
+IssuerEvent = Annotated[AnyIssuerEvent, Field(discriminator="type")]

@@ -6,7 +6,7 @@ between currencies (that needs a rate table, which belongs to the authorizer).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -64,10 +64,11 @@ class Money(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _reject_floats_early(cls, data: Any) -> Any:
+    def _reject_floats_early(cls, data: object) -> object:
         # A float amount must fail with a message about money, not a generic type error.
         if isinstance(data, dict) and isinstance(data.get("amount_minor"), float):
-            raise ValueError("amount_minor must be an integer of minor units, never a float")
+            # ValueError, not TypeError: pydantic turns only ValueError into a ValidationError.
+            raise ValueError("amount_minor must be an integer of minor units, never a float")  # noqa: TRY004
         return data
 
     @model_validator(mode="after")

@@ -11,9 +11,12 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
-from schemas.issuer_events import IssuerEvent
+from schemas.issuer_events import AnyIssuerEvent, IssuerEvent
 from schemas.topics import Topic
-from schemas.wallet import WalletCommand, WalletEvent
+from schemas.wallet import AnyWalletCommand, AnyWalletEvent, WalletCommand, WalletEvent
+
+# Any message on any topic: every one has a `type`, a `schema_version` and a `wallet_id`.
+Message = AuthorizationRequested | AuthorizationDecided | AnyIssuerEvent | AnyWalletCommand | AnyWalletEvent
 
 # One adapter per topic: a model, or a union discriminated by `type`.
 TOPIC_MESSAGES: dict[Topic, Any] = {
@@ -35,10 +38,10 @@ class InvalidMessage(ValueError):
         super().__init__(f"invalid {topic.value} message: {error}")
 
 
-def parse(topic: Topic, raw: bytes | str) -> BaseModel:
+def parse(topic: Topic, raw: bytes | str) -> Message:
     """The contract the JSON `raw` encodes, validated for `topic`."""
     try:
-        message: BaseModel = _ADAPTERS[topic].validate_json(raw)
+        message: Message = _ADAPTERS[topic].validate_json(raw)
     except ValidationError as error:
         raise InvalidMessage(topic, error) from error
     return message

@@ -26,7 +26,9 @@ class WalletScoped(Protocol):
     """Anything carrying the wallet it belongs to."""
 
     @property
-    def wallet_id(self) -> str: ...
+    def wallet_id(self) -> str:
+        """The wallet the message belongs to."""
+        ...
 
 
 def topic_name(topic: Topic, prefix: str = "", *, dead_letter: bool = False) -> str:

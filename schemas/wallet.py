@@ -168,7 +168,12 @@ class RaiseCap(_Command):
     def _scope_matches_cap(self) -> Self:
         if self.amount.amount_minor == 0:
             raise ValueError("a raise of zero changes nothing")
-        card_cap = self.cap in (CapKind.PER_AUTHORIZATION, CapKind.CARD_FUNDED, CapKind.CARD_ROLLING_24H, CapKind.CARD_MONTHLY)
+        card_cap = self.cap in (
+            CapKind.PER_AUTHORIZATION,
+            CapKind.CARD_FUNDED,
+            CapKind.CARD_ROLLING_24H,
+            CapKind.CARD_MONTHLY,
+        )
         if card_cap and self.card_id is None and self.cap != CapKind.PER_AUTHORIZATION:
             raise ValueError(f"raising {self.cap.value} needs card_id")
         if self.cap == CapKind.TRACE and self.trace_id is None:
@@ -176,7 +181,7 @@ class RaiseCap(_Command):
         return self
 
 
-WalletCommand = Annotated[
+AnyWalletCommand = (
     CreateWallet
     | CreateCard
     | UpdateCaps
@@ -187,9 +192,9 @@ WalletCommand = Annotated[
     | CloseCard
     | CloseWallet
     | BindTrace
-    | RaiseCap,
-    Field(discriminator="type"),
-]
+    | RaiseCap
+)
+WalletCommand = Annotated[AnyWalletCommand, Field(discriminator="type")]
 
 
 class _WalletEvent(Contract):
@@ -292,7 +297,14 @@ class CapBreachedByIssuer(_WalletEvent):
     issuer_transaction_id: Identifier
 
 
-WalletEvent = Annotated[
-    WalletCreated | CardCreated | CapsUpdated | StatusChanged | TraceBound | CapRaised | CommandRejected | CapBreachedByIssuer,
-    Field(discriminator="type"),
-]
+AnyWalletEvent = (
+    WalletCreated
+    | CardCreated
+    | CapsUpdated
+    | StatusChanged
+    | TraceBound
+    | CapRaised
+    | CommandRejected
+    | CapBreachedByIssuer
+)
+WalletEvent = Annotated[AnyWalletEvent, Field(discriminator="type")]

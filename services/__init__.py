@@ -1,0 +1,1 @@
+"""The pursestrings services: gateway, authorizer, ledger, notifier, and their shared platform."""

@@ -103,7 +103,9 @@ def template_database_url(infrastructure: Infrastructure) -> Iterator[str]:
     asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{_TEMPLATE_DATABASE}"'))
     asyncio.run(_migrate(url))
     yield url
-    asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{_TEMPLATE_DATABASE}" WITH (FORCE)'))
+    asyncio.run(
+        _admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{_TEMPLATE_DATABASE}" WITH (FORCE)')
+    )
 
 
 @pytest.fixture
@@ -118,8 +120,9 @@ def empty_database_url(infrastructure: Infrastructure) -> Iterator[str]:
 @pytest.fixture
 def database_url(infrastructure: Infrastructure, template_database_url: str) -> Iterator[str]:
     """A fresh, fully migrated database of the test's own, dropped after it."""
+    template = urlsplit(template_database_url).path.lstrip("/")
     name = f"pursestrings_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE_DATABASE}"'))
+    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _with_database(infrastructure.database_url, name)
     asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -137,10 +140,10 @@ def settings(infrastructure: Infrastructure, database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def kafka_topics(settings: Settings) -> AsyncIterator[Settings]:
-    """Creates every project topic under the test's prefix; yields the settings naming them."""
+async def kafka_topics(settings: Settings) -> Settings:
+    """Creates every project topic under the test's prefix; returns the settings naming them."""
     await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
-    yield settings
+    return settings
 
 
 @pytest.fixture

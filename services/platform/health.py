@@ -35,10 +35,12 @@ async def check_kafka(bootstrap_servers: str, timeout_s: float = 5.0) -> HealthR
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         brokers = cluster.get("brokers", [])
         if not brokers:
-            return HealthResult("kafka", False, "metadata named no broker")
-        return HealthResult("kafka", True, f"cluster {cluster.get('cluster_id')} with {len(brokers)} broker(s)")
+            return HealthResult(name="kafka", healthy=False, detail="metadata named no broker")
+        return HealthResult(
+            name="kafka", healthy=True, detail=f"cluster {cluster.get('cluster_id')} with {len(brokers)} broker(s)"
+        )
     except Exception as error:  # noqa: BLE001 - any failure to answer is "unhealthy", reported with its text
-        return HealthResult("kafka", False, f"{type(error).__name__}: {error}")
+        return HealthResult(name="kafka", healthy=False, detail=f"{type(error).__name__}: {error}")
     finally:
         await admin.close()
 
@@ -48,17 +50,15 @@ async def check_postgres(dsn: str, timeout_s: float = 5.0) -> HealthResult:
     try:
         connection = await asyncpg.connect(dsn=dsn, timeout=timeout_s)
     except Exception as error:  # noqa: BLE001 - any failure to answer is "unhealthy", reported with its text
-        return HealthResult("postgres", False, f"{type(error).__name__}: {error}")
+        return HealthResult(name="postgres", healthy=False, detail=f"{type(error).__name__}: {error}")
     try:
         version = await connection.fetchval("SELECT version()", timeout=timeout_s)
-        return HealthResult("postgres", True, str(version))
+        return HealthResult(name="postgres", healthy=True, detail=str(version))
     finally:
         await connection.close()
 
 
-async def wait_until_healthy(
-    kafka: str | None, postgres: str | None, timeout_s: float
-) -> list[HealthResult]:
+async def wait_until_healthy(kafka: str | None, postgres: str | None, timeout_s: float) -> list[HealthResult]:
     """Poll every named dependency until all are healthy or `timeout_s` passes; the last answers."""
     deadline = time.monotonic() + timeout_s
     while True:

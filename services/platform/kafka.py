@@ -110,7 +110,7 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], time
         await admin.close()
 
 
-def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:  # noqa: ANN401 - aiokafka responses are untyped
     """(topic, error code, message) for each topic of a CreateTopics response of any version."""
     rows: list[tuple[str, int, str | None]] = []
     for entry in response.topic_errors:

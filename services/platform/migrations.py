@@ -17,6 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
+from services.platform.settings import load_settings
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "sql"
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # An arbitrary constant shared by every pursestrings process: "migrations are being applied".
@@ -67,9 +69,10 @@ async def apply_migrations(connection: asyncpg.Connection, migrations: list[Migr
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        applied = {row["version"]: row["checksum"] for row in await connection.fetch(
-            "SELECT version, checksum FROM public.schema_migrations"
-        )}
+        applied = {
+            row["version"]: row["checksum"]
+            for row in await connection.fetch("SELECT version, checksum FROM public.schema_migrations")
+        }
         _check_history(migrations, applied)
         done = []
         for migration in migrations:
@@ -79,7 +82,9 @@ async def apply_migrations(connection: asyncpg.Connection, migrations: list[Migr
                 await connection.execute(migration.sql)
                 await connection.execute(
                     "INSERT INTO public.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
                 )
             done.append(migration.version)
         return done
@@ -108,8 +113,6 @@ async def _main(database_url: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (`make migrate`): apply every pending migration to PURSESTRINGS_DATABASE_URL."""
-    from services.platform.settings import load_settings
-
     argparse.ArgumentParser(description=__doc__).parse_args(argv)
     settings = load_settings()
     return asyncio.run(_main(settings.database_url.get_secret_value()))

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(service_name: str = "pursestrings") -> Settings:
     """Read the settings once: environment first, then the env file the local scripts write."""
     env_file = os.environ.get(ENV_FILE_VARIABLE) or None
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, service_name=service_name)

@@ -82,7 +82,9 @@ def _containers() -> Infrastructure:  # pragma: no cover - this machine has no D
     from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
     from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
-    postgres = PostgresContainer(POSTGRES_IMAGE, username="pursestrings", password="pursestrings", dbname="pursestrings")
+    postgres = PostgresContainer(
+        POSTGRES_IMAGE, username="pursestrings", password="pursestrings", dbname="pursestrings"
+    )
     postgres.start()
     # The same single-node KRaft settings as deploy/compose.yaml and deploy/kafka/server.properties.in;
     # the host port is fixed before start because the broker must advertise it.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-
-from pydantic import BaseModel
+from typing import Any
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, CapStatus, Issuer, Merchant, ReasonCode
@@ -18,6 +17,7 @@ from schemas.issuer_events import (
 )
 from schemas.money import Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
+from schemas.registry import Message
 from schemas.topics import Topic
 from schemas.wallet import (
     BindTrace,
@@ -50,38 +50,74 @@ def usd(amount_minor: int) -> Money:
     return Money.of(amount_minor, "USD")
 
 
-def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[BaseModel]]:
+def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
     """Every contract type, valid, grouped by the topic it travels on."""
-    ids = {"wallet_id": wallet_id}
-    event = {"event_id": uuid.uuid4(), **ids}
-    command = {"command_id": uuid.uuid4(), "actor": "ops@example.com", "issued_at": NOW, **ids}
-    wallet_event = {"event_id": uuid.uuid4(), "command_id": uuid.uuid4(), "actor": "authorizer", "occurred_at": NOW, **ids}
-    lifecycle = {**event, "card_id": "card_1", "issuer": Issuer.STRIPE, "occurred_at": NOW}
+    ids: dict[str, Any] = {"wallet_id": wallet_id}
+    event: dict[str, Any] = {"event_id": uuid.uuid4(), **ids}
+    command: dict[str, Any] = {"command_id": uuid.uuid4(), "actor": "ops@example.com", "issued_at": NOW, **ids}
+    wallet_event: dict[str, Any] = {
+        "event_id": uuid.uuid4(),
+        "command_id": uuid.uuid4(),
+        "actor": "authorizer",
+        "occurred_at": NOW,
+        **ids,
+    }
+    lifecycle: dict[str, Any] = {**event, "card_id": "card_1", "issuer": Issuer.STRIPE, "occurred_at": NOW}
     wallet_caps = WalletCaps(rolling_24h=usd(1500), monthly=usd(30000), per_trace=usd(2000), per_authorization=usd(500))
     card_caps = CardCaps(per_authorization=usd(150), rolling_24h=usd(1000))
     cap = CapStatus(
-        cap=CapKind.WALLET_ROLLING_24H, scope_id=wallet_id, limit=usd(1500), spent=usd(1000),
-        held=usd(200), remaining=usd(300), over_by=usd(0),
+        cap=CapKind.WALLET_ROLLING_24H,
+        scope_id=wallet_id,
+        limit=usd(1500),
+        spent=usd(1000),
+        held=usd(200),
+        remaining=usd(300),
+        over_by=usd(0),
     )
     return {
         Topic.AUTH_REQUESTS: [
             AuthorizationRequested(
-                **event, card_id="card_1", issuer=Issuer.STRIPE, issuer_authorization_id="iauth_1",
-                amount=usd(120), merchant_amount=Money.of(110, "EUR"), merchant=MERCHANT,
-                requested_at=NOW, deadline_at=NOW + timedelta(milliseconds=1500),
+                **event,
+                card_id="card_1",
+                issuer=Issuer.STRIPE,
+                issuer_authorization_id="iauth_1",
+                amount=usd(120),
+                merchant_amount=Money.of(110, "EUR"),
+                merchant=MERCHANT,
+                requested_at=NOW,
+                deadline_at=NOW + timedelta(milliseconds=1500),
             )
         ],
         Topic.AUTH_DECISIONS: [
             AuthorizationDecided(
-                **event, request_event_id=uuid.uuid4(), card_id="card_1", issuer=Issuer.STRIPE,
-                issuer_authorization_id="iauth_1", approved=False, reason=ReasonCode.WALLET_ROLLING_24H_CAP,
-                failed_cap=CapKind.WALLET_ROLLING_24H, amount=usd(400), cap_amount=usd(400), merchant=MERCHANT,
-                trace_id="PR-4823", caps=(cap,), decided_at=NOW,
+                **event,
+                request_event_id=uuid.uuid4(),
+                card_id="card_1",
+                issuer=Issuer.STRIPE,
+                issuer_authorization_id="iauth_1",
+                approved=False,
+                reason=ReasonCode.WALLET_ROLLING_24H_CAP,
+                failed_cap=CapKind.WALLET_ROLLING_24H,
+                amount=usd(400),
+                cap_amount=usd(400),
+                merchant=MERCHANT,
+                trace_id="PR-4823",
+                caps=(cap,),
+                decided_at=NOW,
             ),
             AuthorizationDecided(
-                **{**event, "event_id": uuid.uuid4()}, request_event_id=uuid.uuid4(), card_id="card_1",
-                issuer=Issuer.LITHIC, issuer_authorization_id="iauth_2", approved=True, reason=ReasonCode.APPROVED,
-                amount=usd(100), cap_amount=usd(100), merchant=MERCHANT, caps=(cap,), decided_at=NOW,
+                **{**event, "event_id": uuid.uuid4()},
+                request_event_id=uuid.uuid4(),
+                card_id="card_1",
+                issuer=Issuer.LITHIC,
+                issuer_authorization_id="iauth_2",
+                approved=True,
+                reason=ReasonCode.APPROVED,
+                amount=usd(100),
+                cap_amount=usd(100),
+                merchant=MERCHANT,
+                caps=(cap,),
+                decided_at=NOW,
                 hold_expires_at=NOW + timedelta(days=7),
             ),
         ],
@@ -96,15 +132,29 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[BaseModel]]:
         ],
         Topic.WALLET_COMMANDS: [
             CreateWallet(
-                **command, template=PolicyTemplate.RESEARCH_AGENT, time_zone="Europe/Paris", label="research agent",
-                caps=wallet_caps, slack_channel="agent-spend", approvers=("U123",), raise_step=usd(500),
+                **command,
+                template=PolicyTemplate.RESEARCH_AGENT,
+                time_zone="Europe/Paris",
+                label="research agent",
+                caps=wallet_caps,
+                slack_channel="agent-spend",
+                approvers=("U123",),
+                raise_step=usd(500),
                 max_raise=usd(10000),
             ),
             CreateCard(
-                **command | {"command_id": uuid.uuid4()}, card_id="card_1", issuer=Issuer.STRIPE,
-                issuer_card_token="ic_1Abc", last4="4242", label="model APIs", funded_amount=usd(2000),
-                caps=card_caps, mcc_allow=frozenset({"5734", "7372"}), mcc_block=frozenset({"7995"}),
-                merchant_lock="anthropic_api_1", expires_at=NOW + timedelta(days=365),
+                **command | {"command_id": uuid.uuid4()},
+                card_id="card_1",
+                issuer=Issuer.STRIPE,
+                issuer_card_token="ic_1Abc",
+                last4="4242",
+                label="model APIs",
+                funded_amount=usd(2000),
+                caps=card_caps,
+                mcc_allow=frozenset({"5734", "7372"}),
+                mcc_block=frozenset({"7995"}),
+                merchant_lock="anthropic_api_1",
+                expires_at=NOW + timedelta(days=365),
             ),
             UpdateCaps(**command | {"command_id": uuid.uuid4()}, wallet_caps=wallet_caps),
             UpdateCaps(**command | {"command_id": uuid.uuid4()}, card_id="card_1", card_caps=card_caps),
@@ -116,31 +166,60 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[BaseModel]]:
             CloseWallet(**command | {"command_id": uuid.uuid4()}, reason="agent retired"),
             BindTrace(**command | {"command_id": uuid.uuid4()}, trace_id="PR-4823", card_id="card_1", cap=usd(2000)),
             RaiseCap(
-                **command | {"command_id": uuid.uuid4()}, cap=CapKind.WALLET_ROLLING_24H, amount=usd(500),
+                **command | {"command_id": uuid.uuid4()},
+                cap=CapKind.WALLET_ROLLING_24H,
+                amount=usd(500),
                 until=NOW + timedelta(hours=12),
             ),
         ],
         Topic.WALLET_EVENTS: [
             WalletCreated(
-                **wallet_event, template=PolicyTemplate.STARTER, currency="USD", time_zone="UTC", label="",
-                caps=wallet_caps, slack_channel=None, approvers=(), raise_step=usd(1000), max_raise=None,
+                **wallet_event,
+                template=PolicyTemplate.STARTER,
+                currency="USD",
+                time_zone="UTC",
+                label="",
+                caps=wallet_caps,
+                slack_channel=None,
+                approvers=(),
+                raise_step=usd(1000),
+                max_raise=None,
             ),
             CardCreated(
-                **wallet_event, card_id="card_1", issuer=Issuer.STRIPE, issuer_card_token="ic_1Abc", last4="4242",
-                label="", funded_amount=None, caps=card_caps, mcc_allow=frozenset(), mcc_block=frozenset(),
-                merchant_lock=None, expires_at=None,
+                **wallet_event,
+                card_id="card_1",
+                issuer=Issuer.STRIPE,
+                issuer_card_token="ic_1Abc",
+                last4="4242",
+                label="",
+                funded_amount=None,
+                caps=card_caps,
+                mcc_allow=frozenset(),
+                mcc_block=frozenset(),
+                merchant_lock=None,
+                expires_at=None,
             ),
             CapsUpdated(**wallet_event, card_id=None, wallet_caps=wallet_caps, card_caps=None),
             StatusChanged(**wallet_event, card_id="card_1", status="frozen", reason="runaway loop"),
             TraceBound(**wallet_event, trace_id="PR-4823", card_id=None, cap=None),
             CapRaised(
-                **wallet_event, cap=CapKind.TRACE, card_id=None, trace_id="PR-4823", amount=usd(500),
-                new_limit=usd(2500), until=NOW + timedelta(hours=1),
+                **wallet_event,
+                cap=CapKind.TRACE,
+                card_id=None,
+                trace_id="PR-4823",
+                amount=usd(500),
+                new_limit=usd(2500),
+                until=NOW + timedelta(hours=1),
             ),
             CommandRejected(**wallet_event, command_type="create_card", error="card card_1 already exists"),
             CapBreachedByIssuer(
-                **wallet_event | {"command_id": None}, cap=CapKind.WALLET_MONTHLY, scope_id=wallet_id,
-                limit=usd(30000), spent=usd(30999), over_by=usd(999), issuer_transaction_id="itx_3",
+                **wallet_event | {"command_id": None},
+                cap=CapKind.WALLET_MONTHLY,
+                scope_id=wallet_id,
+                limit=usd(30000),
+                spent=usd(30999),
+                over_by=usd(999),
+                issuer_transaction_id="itx_3",
             ),
         ],
     }

@@ -42,13 +42,13 @@ def test_settings_require_the_database_url(monkeypatch: pytest.MonkeyPatch) -> N
     """A secret has no default: without PURSESTRINGS_DATABASE_URL settings refuse to load."""
     monkeypatch.delenv("PURSESTRINGS_DATABASE_URL", raising=False)
     with pytest.raises(ValidationError, match="database_url"):
-        Settings()  # type: ignore[call-arg]
+        Settings()
 
 
 def test_settings_hide_the_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
     """The URL is read from the environment and never printed in full."""
     monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:hunter2@h/db")
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings()
     assert ("hunter2" in repr(settings), settings.database_url.get_secret_value()) == (
         False,
         "postgresql://u:hunter2@h/db",

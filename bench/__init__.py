@@ -1,0 +1,1 @@
+"""Benchmarks that measure ratios in one run and write bench/results/*.json; never run as tests."""

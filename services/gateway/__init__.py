@@ -1,0 +1,1 @@
+"""The gateway service: the HTTP edge: issuer webhooks and the management API; never decides."""

@@ -1,0 +1,100 @@
+"""The shell every service process runs in: settings, logging, migrations, topics, a health
+endpoint, and a clean stop on SIGINT/SIGTERM. Holds no business rules; each service hands it
+its own start and stop steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from services.platform.health import check_kafka, check_postgres
+from services.platform.kafka import ensure_topics, project_topics
+from services.platform.logging import configure_logging, get_logger
+from services.platform.migrations import apply_migrations
+from services.platform.settings import Settings
+
+_HEALTH_READ_TIMEOUT_S = 5
+
+
+@dataclass
+class Service:
+    """One process: a name, its health port, and the steps that start and stop its work."""
+
+    name: str
+    settings: Settings
+    health_port: int
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+async def prepare_dependencies(settings: Settings) -> None:
+    """Apply pending migrations and create missing topics; safe to run from every process at once."""
+    connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+    try:
+        await apply_migrations(connection)
+    finally:
+        await connection.close()
+    await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
+
+
+async def _health_report(settings: Settings) -> tuple[int, bytes]:
+    results = await asyncio.gather(
+        check_kafka(settings.kafka_bootstrap_servers, timeout_s=2),
+        check_postgres(settings.database_url.get_secret_value(), timeout_s=2),
+    )
+    healthy = all(result.healthy for result in results)
+    body = {"status": "ok" if healthy else "unhealthy", "checks": {r.name: r.healthy for r in results}}
+    return (200 if healthy else 503), json.dumps(body).encode()
+
+
+async def _serve_health(settings: Settings, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        request_line = await asyncio.wait_for(reader.readline(), _HEALTH_READ_TIMEOUT_S)
+        path = request_line.split()[1].decode() if len(request_line.split()) > 1 else ""
+        if path == "/healthz":
+            status, body = await _health_report(settings)
+        else:
+            status, body = 404, b'{"error": "try /healthz"}'
+        reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass  # a client that hangs up or never speaks gets nothing; the service is unaffected
+    finally:
+        writer.close()
+
+
+async def run(service: Service) -> None:
+    """Prepare, start, serve /healthz, and wait for SIGINT or SIGTERM; then stop in reverse order."""
+    settings = service.settings
+    configure_logging(settings.log_level, settings.log_format)
+    log = get_logger(service.name)
+    await prepare_dependencies(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    health = await asyncio.start_server(
+        lambda reader, writer: _serve_health(settings, reader, writer), "127.0.0.1", service.health_port
+    )
+    try:
+        for start in service.on_start:
+            await start()
+        log.info("service_ready", health_url=f"http://127.0.0.1:{service.health_port}/healthz")
+        await stop.wait()
+        log.info("service_stopping")
+    finally:
+        for stop_step in reversed(service.on_stop):
+            await stop_step()
+        health.close()
+        await health.wait_closed()
