@@ -51,8 +51,10 @@ $(for name in "${SERVICES[@]}"; do printf '  %-11s http://127.0.0.1:%s/healthz  
 Ctrl-C stops everything (or run \`make stop\` from another terminal).
 EOF2
 
-# Wait until a service dies or we are told to stop.
+# Wait until a service dies or we are told to stop (`make stop` leaves a marker first).
+rm -f "$RUN_DIR/stop-requested"
 while true; do
+    if [[ -e "$RUN_DIR/stop-requested" ]]; then rm -f "$RUN_DIR/stop-requested"; stop_all; exit 0; fi
     for name in "${SERVICES[@]}"; do
         pid_alive "$RUN_DIR/$name.pid" || { tail -n 20 "$LOG_DIR/$name.log" >&2; die "$name exited"; }
     done
