@@ -1,0 +1,197 @@
+"""The authorizer's decisions: a pure function from (state, message, now) to (events, new state).
+
+Checks run in ARCHITECTURE.md's order and the first failing one names the reason. No I/O, no
+async, no clock: `now` is given, so replaying the log gives the same answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.common import CAP_REASONS, CapKind, CapStatus, ReasonCode
+from schemas.money import Money
+from services.authorizer.state import (
+    DEFAULT_HOLD_TTL,
+    MEMORY_HORIZON,
+    NO_RATES,
+    ROLLING_WINDOW,
+    Hold,
+    Posting,
+    RateTable,
+    WalletState,
+    held_minor,
+    month_end,
+    month_key,
+    raised_minor,
+    spent_minor,
+)
+
+_REASON_BY_CAP = {cap: reason for reason, cap in CAP_REASONS.items()}
+# Deterministic ids: the same input always produces the same event ids.
+EVENT_NAMESPACE = uuid.UUID("6f1c1f38-6a43-4c36-9b53-1d6d4f1f6b2e")
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """A stable id for an event caused by `parts` (so a replay publishes the same ids)."""
+    return uuid.uuid5(EVENT_NAMESPACE, "|".join(str(part) for part in parts))
+
+
+@dataclass(frozen=True)
+class CapCheck:
+    """One applicable cap at one moment: its limit (with raises), spend and holds in its scope."""
+
+    cap: CapKind
+    scope_id: str
+    limit_minor: int
+    spent_minor: int
+    held_minor: int
+    window_ends_at: datetime | None
+
+    def fits(self, amount_minor: int) -> bool:
+        """True when `amount_minor` more stays within the limit."""
+        return self.spent_minor + self.held_minor + amount_minor <= self.limit_minor
+
+    def status(self, currency: str, extra_held_minor: int = 0) -> CapStatus:
+        """The contract's view of this cap, optionally with a new hold counted."""
+        used = self.spent_minor + self.held_minor + extra_held_minor
+        return CapStatus(
+            cap=self.cap,
+            scope_id=self.scope_id,
+            limit=Money.of(self.limit_minor, currency),
+            spent=Money.of(self.spent_minor, currency),
+            held=Money.of(self.held_minor + extra_held_minor, currency),
+            remaining=Money.of(max(0, self.limit_minor - used), currency),
+            over_by=Money.of(max(0, used - self.limit_minor), currency),
+            window_ends_at=self.window_ends_at,
+        )
+
+
+def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:
+    """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order."""
+    card = state.cards[card_id]
+    month_ends = month_end(now, state.time_zone)
+    candidates: list[tuple[CapKind, str, Money | int | None, datetime | None]] = [
+        (CapKind.PER_AUTHORIZATION, card_id, card.caps.per_authorization, None),
+        (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
+        (CapKind.CARD_FUNDED, card_id, card.funded_minor, None),
+        (CapKind.CARD_ROLLING_24H, card_id, card.caps.rolling_24h, None),
+        (CapKind.CARD_MONTHLY, card_id, card.caps.monthly, month_ends),
+    ]
+    if trace_id is not None:
+        candidates.append((CapKind.TRACE, trace_id, state.trace_caps.get(trace_id, state.caps.per_trace), None))
+    candidates += [
+        (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
+        (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
+    ]
+    checks = []
+    for cap, scope_id, limit, window_ends_at in candidates:
+        if limit is None:
+            continue
+        base = limit.amount_minor if isinstance(limit, Money) else limit
+        checks.append(
+            CapCheck(
+                cap=cap,
+                scope_id=scope_id,
+                limit_minor=base + raised_minor(state, cap, scope_id, now),
+                spent_minor=spent_minor(state, cap, scope_id, now),
+                held_minor=0 if cap == CapKind.PER_AUTHORIZATION else held_minor(state, cap, scope_id),
+                window_ends_at=window_ends_at,
+            )
+        )
+    return checks
+
+
+def _policy_reason(state: WalletState, request: AuthorizationRequested, now: datetime) -> ReasonCode | None:
+    """The first failing deadline, card, wallet or merchant check, or None when all pass."""
+    if now > request.deadline_at or request.issuer_authorization_id in state.released:
+        return ReasonCode.DEADLINE_EXCEEDED
+    card = state.cards.get(request.card_id)
+    if card is None:
+        return ReasonCode.CARD_NOT_FOUND
+    mcc, network_id = request.merchant.mcc, request.merchant.network_id
+    ordered: list[tuple[bool, ReasonCode]] = [
+        (card.status == "closed", ReasonCode.CARD_CLOSED),
+        (card.status == "frozen", ReasonCode.CARD_FROZEN),
+        (card.expires_at is not None and card.expires_at <= now, ReasonCode.CARD_EXPIRED),
+        (state.status == "closed", ReasonCode.WALLET_CLOSED),
+        (state.status == "frozen", ReasonCode.WALLET_FROZEN),
+        (bool(card.mcc_allow) and mcc not in card.mcc_allow, ReasonCode.MCC_NOT_ALLOWED),
+        (mcc in card.mcc_block, ReasonCode.MCC_BLOCKED),
+        (card.merchant_lock is not None and network_id != card.merchant_lock, ReasonCode.MERCHANT_LOCKED),
+    ]
+    return next((reason for failed, reason in ordered if failed), None)
+
+
+def decide_authorization(
+    state: WalletState, request: AuthorizationRequested, now: datetime, rates: RateTable = NO_RATES
+) -> tuple[AuthorizationDecided, WalletState]:
+    """Approve (placing a hold) or decline `request`; a request seen before gets its first answer."""
+    earlier = state.decisions.get(request.issuer_authorization_id)
+    if earlier is not None:
+        return earlier, state
+    trace_id = state.bindings.get(request.card_id) or state.bindings.get(None)
+    reason = _policy_reason(state, request, now)
+    cap_minor = rates.convert_up(request.amount, state.currency)
+    if reason is None and cap_minor is None:
+        reason = ReasonCode.FX_RATE_MISSING
+    checks = [] if reason is not None else applicable_caps(state, request.card_id, trace_id, now)
+    failed = next((check for check in checks if not check.fits(cap_minor or 0)), None)
+    if reason is None and failed is not None:
+        reason = _REASON_BY_CAP[failed.cap]
+    approved = reason is None
+    decision = AuthorizationDecided(
+        event_id=derived_id("decision", request.issuer_authorization_id),
+        request_event_id=request.event_id,
+        wallet_id=state.wallet_id,
+        card_id=request.card_id,
+        issuer=request.issuer,
+        issuer_authorization_id=request.issuer_authorization_id,
+        approved=approved,
+        reason=ReasonCode.APPROVED if reason is None else reason,
+        failed_cap=None if failed is None else failed.cap,
+        amount=request.amount,
+        cap_amount=None if cap_minor is None else Money.of(cap_minor, state.currency),
+        merchant=request.merchant,
+        trace_id=trace_id,
+        caps=tuple(check.status(state.currency, cap_minor if approved and cap_minor else 0) for check in checks),
+        decided_at=now,
+        hold_expires_at=now + DEFAULT_HOLD_TTL if approved else None,
+    )
+    decisions = {**state.decisions, request.issuer_authorization_id: decision}
+    if not approved:
+        return decision, replace(state, decisions=decisions)
+    hold = Hold(request.issuer_authorization_id, request.card_id, trace_id, cap_minor or 0, now, now + DEFAULT_HOLD_TTL)
+    return decision, replace(state, decisions=decisions, holds={**state.holds, hold.authorization_id: hold})
+
+
+def post_spend(state: WalletState, posting: Posting) -> WalletState:
+    """Count `posting` (negative: a refund) in the rolling window, its month and the lifetime totals."""
+    month = month_key(posting.at, state.time_zone)
+    monthly = dict(state.monthly)
+    for scope in ("wallet", f"card:{posting.card_id}"):
+        monthly[(scope, month)] = monthly.get((scope, month), 0) + posting.amount_minor
+    lifetime = dict(state.lifetime)
+    keys = [f"card:{posting.card_id}"] + ([f"trace:{posting.trace_id}"] if posting.trace_id else [])
+    for key in keys:
+        lifetime[key] = lifetime.get(key, 0) + posting.amount_minor
+    recent = tuple(sorted((*state.recent, posting), key=lambda p: p.at))
+    return replace(state, monthly=monthly, lifetime=lifetime, recent=recent)
+
+
+def forget_old(state: WalletState, now: datetime) -> WalletState:
+    """Drop what no rule can need any more, so memory per wallet stays bounded."""
+    window_start = now - ROLLING_WINDOW
+    horizon = now - MEMORY_HORIZON
+    current = month_key(now, state.time_zone)
+    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
+    return replace(
+        state,
+        recent=tuple(p for p in state.recent if p.at > window_start),
+        monthly={key: value for key, value in state.monthly.items() if key[1] in (current, previous)},
+        raises=tuple(r for r in state.raises if r.until > now),
+        decisions={key: d for key, d in state.decisions.items() if d.decided_at > horizon},
+        released={key: at for key, at in state.released.items() if at > horizon},
+    )

@@ -1,0 +1,188 @@
+"""What happens to money after a decision (or without one): clearing, reversal, expiry, refund,
+force-post, and holds that age out. Pure: (state, event, now) → (events, new state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from schemas.common import CapKind
+from schemas.issuer_events import (
+    AnyIssuerEvent,
+    AuthorizationCleared,
+    AuthorizationExpired,
+    AuthorizationReversed,
+    ForcePosted,
+    RefundPosted,
+)
+from schemas.money import Money
+from schemas.wallet import CapBreachedByIssuer
+from services.authorizer.decide import applicable_caps, derived_id, post_spend
+from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState
+
+LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired, ...], WalletState]
+
+
+def apply_issuer_event(
+    state: WalletState, event: AnyIssuerEvent, now: datetime, rates: RateTable = NO_RATES
+) -> LifecycleOutcome:
+    """Apply one lifecycle event; money moved without asking is counted and breaches are reported."""
+    if isinstance(event, AuthorizationExpired):
+        return (), _release(state, event.issuer_authorization_id, None, now)
+    if isinstance(event, AuthorizationReversed):
+        amount = None if event.full else _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
+        return (), _release(state, event.issuer_authorization_id, amount, now)
+    if isinstance(event, RefundPosted):
+        minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
+        trace_id = _trace_of(state, event.issuer_authorization_id, event.card_id)
+        return (), post_spend(state, Posting(event.occurred_at, event.card_id, trace_id, -minor))
+    if isinstance(event, AuthorizationCleared):
+        return _clear(state, event, now, rates)
+    return _force_post(state, event, now, rates)
+
+
+def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates: RateTable) -> LifecycleOutcome:
+    hold = state.holds.get(event.issuer_authorization_id)
+    minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
+    if hold is None:
+        # A capture we never held for (expired, or never asked): it is spend the issuer moved anyway.
+        trace_id = _trace_of(state, event.issuer_authorization_id, event.card_id)
+        return _count_unasked(
+            state,
+            card_id=event.card_id,
+            trace_id=trace_id,
+            minor=minor,
+            at=event.occurred_at,
+            transaction_id=event.issuer_transaction_id,
+            now=now,
+        )
+    remaining_hold = max(0, hold.amount_minor - minor)
+    holds = dict(state.holds)
+    if event.final or remaining_hold == 0:
+        del holds[hold.authorization_id]
+    else:
+        holds[hold.authorization_id] = replace(hold, amount_minor=remaining_hold)
+    # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
+    posted = post_spend(replace(state, holds=holds), Posting(hold.placed_at, hold.card_id, hold.trace_id, minor))
+    if minor <= hold.amount_minor:
+        return (), posted
+    return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted
+
+
+def _force_post(state: WalletState, event: ForcePosted, now: datetime, rates: RateTable) -> LifecycleOutcome:
+    minor = _in_wallet_currency(state, event.amount, None, rates)
+    trace_id = state.bindings.get(event.card_id) or state.bindings.get(None)
+    return _count_unasked(
+        state,
+        card_id=event.card_id,
+        trace_id=trace_id,
+        minor=minor,
+        at=event.occurred_at,
+        transaction_id=event.issuer_transaction_id,
+        now=now,
+    )
+
+
+def _count_unasked(
+    state: WalletState,
+    *,
+    card_id: str,
+    trace_id: str | None,
+    minor: int,
+    at: datetime,
+    transaction_id: str,
+    now: datetime,
+) -> LifecycleOutcome:
+    posted = post_spend(state, Posting(at, card_id, trace_id, minor))
+    return _breaches(state, posted, card_id, trace_id, transaction_id, now), posted
+
+
+def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, always passed together
+    before: WalletState, after: WalletState, card_id: str, trace_id: str | None, transaction_id: str, now: datetime
+) -> tuple[CapBreachedByIssuer, ...]:
+    """One event per cap that money moved without our approval pushed (further) over its limit."""
+    if card_id not in after.cards:
+        return ()
+    earlier = {(c.cap, c.scope_id): c for c in applicable_caps(before, card_id, trace_id, now)}
+    events = []
+    for check in applicable_caps(after, card_id, trace_id, now):
+        used = check.spent_minor + check.held_minor
+        was = earlier[(check.cap, check.scope_id)]
+        if check.cap == CapKind.PER_AUTHORIZATION or used <= check.limit_minor:
+            continue
+        if used <= was.spent_minor + was.held_minor:
+            continue
+        events.append(
+            CapBreachedByIssuer(
+                event_id=derived_id("breach", transaction_id, check.cap, check.scope_id),
+                command_id=None,
+                wallet_id=after.wallet_id,
+                actor="issuer",
+                occurred_at=now,
+                cap=check.cap,
+                scope_id=check.scope_id,
+                limit=Money.of(check.limit_minor, after.currency),
+                spent=Money.of(used, after.currency),
+                over_by=Money.of(used - check.limit_minor, after.currency),
+                issuer_transaction_id=transaction_id,
+            )
+        )
+    return tuple(events)
+
+
+def _release(state: WalletState, authorization_id: str, amount_minor: int | None, now: datetime) -> WalletState:
+    """Release all (None) or part of a hold; a release before any decision leaves a tombstone."""
+    hold = state.holds.get(authorization_id)
+    if hold is None:
+        if authorization_id in state.decisions or amount_minor is not None:
+            return state
+        return replace(state, released={**state.released, authorization_id: now})
+    holds = dict(state.holds)
+    left = 0 if amount_minor is None else hold.amount_minor - amount_minor
+    if left <= 0:
+        del holds[authorization_id]
+    else:
+        holds[authorization_id] = replace(hold, amount_minor=left)
+    return replace(state, holds=holds)
+
+
+def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
+    """Release every hold past its expiry and say so, so the ledger releases it too."""
+    expired = [hold for hold in state.holds.values() if hold.expires_at <= now]
+    if not expired:
+        return (), state
+    events = tuple(
+        AuthorizationExpired(
+            event_id=derived_id("hold_timeout", hold.authorization_id),
+            wallet_id=state.wallet_id,
+            card_id=hold.card_id,
+            issuer=state.cards[hold.card_id].issuer,
+            occurred_at=hold.expires_at,
+            issuer_authorization_id=hold.authorization_id,
+            cause="hold_timeout",
+        )
+        for hold in expired
+    )
+    holds = {key: hold for key, hold in state.holds.items() if hold.expires_at > now}
+    return events, replace(state, holds=holds)
+
+
+def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:
+    decision = state.decisions.get(authorization_id or "")
+    if decision is not None:
+        return decision.trace_id
+    return state.bindings.get(card_id) or state.bindings.get(None)
+
+
+def _in_wallet_currency(state: WalletState, amount: Money, authorization_id: str | None, rates: RateTable) -> int:
+    """`amount` in the wallet's currency, rounded up; without a rate, scaled like the original hold."""
+    converted = rates.convert_up(amount, state.currency)
+    if converted is not None:
+        return converted
+    decision = state.decisions.get(authorization_id or "")
+    if decision is not None and decision.cap_amount is not None and decision.amount.currency == amount.currency:
+        scaled = amount.amount_minor * decision.cap_amount.amount_minor
+        return -((-scaled) // max(1, decision.amount.amount_minor))
+    # No rate and nothing to scale by: count the face value rather than nothing (never hide spend).
+    return amount.amount_minor

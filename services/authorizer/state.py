@@ -1,0 +1,201 @@
+"""A wallet's state as the authorizer holds it in memory, and the pure queries over it.
+
+Frozen values only: a change is a new value (`dataclasses.replace`), never a mutation, so a
+decision can be replayed from the log and compared. Never imports asyncpg, faststream or aiokafka.
+Amounts here are integers of minor units in the wallet's currency (the caps' currency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from schemas.authorizations import AuthorizationDecided
+from schemas.common import CapKind, Issuer
+from schemas.money import CURRENCY_EXPONENTS, Money
+from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
+
+ROLLING_WINDOW = timedelta(hours=24)
+DEFAULT_HOLD_TTL = timedelta(days=7)
+# Decisions and release tombstones are kept this long past a hold's life, for idempotent answers
+# to redelivered requests; older ones are Postgres's to answer.
+MEMORY_HORIZON = DEFAULT_HOLD_TTL + timedelta(days=1)
+# How many applied command ids a wallet remembers, so a retried command is applied once.
+REMEMBERED_COMMANDS = 1_000
+Status = Literal["active", "frozen", "closed"]
+EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+class InvariantViolated(RuntimeError):
+    """A state the rules say cannot happen did; the batch must stop rather than approve money."""
+
+
+@dataclass(frozen=True)
+class Card:
+    """One card of the wallet: its status, its own caps and merchant rules."""
+
+    card_id: str
+    issuer: Issuer
+    issuer_card_token: str
+    last4: str
+    label: str
+    status: Status
+    funded_minor: int | None
+    caps: CardCaps
+    mcc_allow: frozenset[str]
+    mcc_block: frozenset[str]
+    merchant_lock: str | None
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An approved authorization's pending amount, until it clears, reverses or expires."""
+
+    authorization_id: str
+    card_id: str
+    trace_id: str | None
+    amount_minor: int
+    placed_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Posting:
+    """Spend (positive) or a refund (negative) at a time, for the rolling window."""
+
+    at: datetime
+    card_id: str
+    trace_id: str | None
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class Raise:
+    """A temporary increase of one cap's limit."""
+
+    cap: CapKind
+    scope_id: str
+    amount_minor: int
+    until: datetime
+
+
+@dataclass(frozen=True)
+class WalletState:
+    """Everything the authorizer needs to decide for one wallet."""
+
+    wallet_id: str
+    currency: str
+    time_zone: str
+    template: PolicyTemplate
+    label: str
+    status: Status
+    caps: WalletCaps
+    slack_channel: str | None
+    approvers: tuple[str, ...]
+    raise_step: Money
+    max_raise: Money | None
+    cards: Mapping[str, Card] = field(default_factory=dict)
+    bindings: Mapping[str | None, str] = field(default_factory=dict)  # card id (None: wallet) → trace
+    trace_caps: Mapping[str, int] = field(default_factory=dict)  # trace → its own cap, if not the default
+    holds: Mapping[str, Hold] = field(default_factory=dict)
+    recent: tuple[Posting, ...] = ()  # the last 24 h of postings, oldest first
+    monthly: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (scope, "YYYY-MM") → spend
+    lifetime: Mapping[str, int] = field(default_factory=dict)  # "card:<id>" / "trace:<id>" → spend
+    raises: tuple[Raise, ...] = ()
+    decisions: Mapping[str, AuthorizationDecided] = field(default_factory=dict)
+    released: Mapping[str, datetime] = field(default_factory=dict)  # released before any decision
+    applied_commands: tuple[UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateTable:
+    """Exact exchange rates: one unit of `source` buys `rate` units of `target` (major units)."""
+
+    rates: Mapping[tuple[str, str], Fraction] = field(default_factory=dict)
+
+    def convert_up(self, money: Money, target: str) -> int | None:
+        """`money` in minor units of `target`, rounded up (against the agent); None without a rate."""
+        if money.currency == target:
+            return money.amount_minor
+        rate = self.rates.get((money.currency, target))
+        if rate is None:
+            return None
+        exact = (
+            Fraction(money.amount_minor, 10 ** CURRENCY_EXPONENTS[money.currency])
+            * rate
+            * 10 ** CURRENCY_EXPONENTS[target]
+        )
+        return int(-((-exact.numerator) // exact.denominator))
+
+
+NO_RATES = RateTable()
+
+
+def month_key(moment: datetime, time_zone: str) -> str:
+    """The calendar month of `moment` in the wallet's time zone, as "YYYY-MM"."""
+    local = moment.astimezone(ZoneInfo(time_zone))
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def month_end(moment: datetime, time_zone: str) -> datetime:
+    """The first instant of the next month in the wallet's time zone."""
+    local = moment.astimezone(ZoneInfo(time_zone))
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)  # noqa: PLR2004 - December
+    return datetime(year, month, 1, tzinfo=ZoneInfo(time_zone))
+
+
+def scope_key(cap: CapKind, wallet_id: str, card_id: str, trace_id: str | None) -> str:
+    """The id a cap is counted against: the wallet, the card or the trace."""
+    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
+        return wallet_id
+    if cap == CapKind.TRACE:
+        return trace_id or ""
+    return card_id
+
+
+def _matches(cap: CapKind, scope_id: str, card_id: str, trace_id: str | None) -> bool:
+    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
+        return True
+    if cap == CapKind.TRACE:
+        return trace_id == scope_id
+    return card_id == scope_id
+
+
+def held_minor(state: WalletState, cap: CapKind, scope_id: str) -> int:
+    """What pending holds in the cap's scope add up to; a hold counts until it ends, whatever its age."""
+    return sum(
+        hold.amount_minor for hold in state.holds.values() if _matches(cap, scope_id, hold.card_id, hold.trace_id)
+    )
+
+
+def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:
+    """Posted spend in the cap's scope and window (never below zero after refunds)."""
+    if cap in (CapKind.CARD_ROLLING_24H, CapKind.WALLET_ROLLING_24H):
+        start = now - ROLLING_WINDOW
+        total = sum(
+            posting.amount_minor
+            for posting in state.recent
+            if posting.at > start and _matches(cap, scope_id, posting.card_id, posting.trace_id)
+        )
+    elif cap in (CapKind.CARD_MONTHLY, CapKind.WALLET_MONTHLY):
+        scope = "wallet" if cap == CapKind.WALLET_MONTHLY else f"card:{scope_id}"
+        total = state.monthly.get((scope, month_key(now, state.time_zone)), 0)
+    elif cap == CapKind.CARD_FUNDED:
+        total = state.lifetime.get(f"card:{scope_id}", 0)
+    elif cap == CapKind.TRACE:
+        total = state.lifetime.get(f"trace:{scope_id}", 0)
+    else:
+        total = 0  # a per-authorization cap has no history
+    return max(0, total)
+
+
+def raised_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:
+    """The sum of the cap's raises still in force at `now`."""
+    return sum(r.amount_minor for r in state.raises if r.cap == cap and r.scope_id == scope_id and r.until > now)
