@@ -1,0 +1,112 @@
+"""Money after a decision: clearing, reversal, expiry, refund, force-post, holds that age out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from schemas.common import CapKind, ReasonCode
+from schemas.issuer_events import AuthorizationExpired
+from schemas.policies import WalletCaps
+from schemas.wallet import CapBreachedByIssuer
+from services.authorizer.state import WalletState, held_minor, spent_minor
+from tests.support.builders import (
+    NOW,
+    WALLET,
+    cleared,
+    expired,
+    force_post,
+    refund,
+    request,
+    reversed_,
+    run_on,
+    usd,
+    wallet,
+)
+
+
+def _usage(state: WalletState) -> tuple[int, int]:
+    """(spent, held) against the wallet's rolling cap at NOW."""
+    return (
+        spent_minor(state, CapKind.WALLET_ROLLING_24H, WALLET, NOW),
+        held_minor(state, CapKind.WALLET_ROLLING_24H, WALLET),
+    )
+
+
+def _held_then(*events: object) -> tuple[int, int]:
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, request(500, auth="a1"), *events)  # type: ignore[arg-type]
+    return _usage(state)
+
+
+def test_clearing_turns_the_hold_into_spend_and_the_difference_counts() -> None:
+    """A $5.00 hold cleared at $4.00 spends $4.00; cleared at $6.00 spends $6.00."""
+    assert [_held_then(cleared("a1", 400)), _held_then(cleared("a1", 600))] == [(400, 0), (600, 0)]
+
+
+def test_partial_capture_keeps_the_rest_of_the_hold() -> None:
+    """A non-final capture of $2.00 leaves $3.00 held."""
+    assert _held_then(cleared("a1", 200, final=False)) == (200, 300)
+
+
+def test_reversals_release_all_or_part_of_a_hold() -> None:
+    """A partial reversal releases what it names; a full one releases everything."""
+    assert [_held_then(reversed_("a1", 200)), _held_then(reversed_("a1", 0, full=True))] == [(0, 300), (0, 0)]
+
+
+def test_expiry_releases_the_hold() -> None:
+    """The gateway's deadline expiry releases a late approval's hold."""
+    assert _held_then(expired("a1")) == (0, 0)
+
+
+def test_an_expiry_before_the_request_makes_the_late_request_decline() -> None:
+    """If the expiry overtakes the request, the request is declined instead of holding money forever."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, expired("a9"), request(100, auth="a9"))
+    assert ([(e.approved, e.reason) for e in events], _usage(state)) == (
+        [(False, ReasonCode.DEADLINE_EXCEEDED)],
+        (0, 0),
+    )
+
+
+def test_refund_returns_spend() -> None:
+    """A $3.00 refund after a $5.00 capture leaves $2.00 spent, never below zero."""
+    assert [_held_then(cleared("a1", 500), refund(300)), _held_then(cleared("a1", 500), refund(900))] == [
+        (200, 0),
+        (0, 0),
+    ]
+
+
+def test_force_post_counts_and_reports_a_breach() -> None:
+    """Spend the issuer let through is counted; pushing a cap over says so with an event."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000), monthly=usd(50_000)))
+    _, state = run_on(state, request(800, auth="a1"))
+    events, state = run_on(state, force_post(300))
+    breaches = [e for e in events if isinstance(e, CapBreachedByIssuer)]
+    assert [(b.cap, b.limit.amount_minor, b.spent.amount_minor, b.over_by.amount_minor) for b in breaches] == [
+        (CapKind.WALLET_ROLLING_24H, 1_000, 1_100, 100)
+    ]
+    assert _usage(state) == (300, 800)
+
+
+def test_clearing_above_the_hold_that_breaches_is_reported() -> None:
+    """A capture larger than its hold is money moved without asking: over a cap, it is reported."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, request(1_000, auth="a1"))
+    events, _ = run_on(state, cleared("a1", 1_200))
+    assert [(e.cap, e.over_by.amount_minor) for e in events if isinstance(e, CapBreachedByIssuer)] == [
+        (CapKind.WALLET_ROLLING_24H, 200)
+    ]
+
+
+def test_holds_without_clearing_expire_after_seven_days() -> None:
+    """A hold nobody clears is released after 7 days, with an expiry event for the ledger."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, request(1_000, auth="a1"))
+    later = NOW + timedelta(days=7, seconds=1)
+    events, state = run_on(state, request(1_000, auth="a2", at=later), at=later)
+    assert [(type(e).__name__, getattr(e, "cause", None), getattr(e, "approved", None)) for e in events] == [
+        ("AuthorizationExpired", "hold_timeout", None),
+        ("AuthorizationDecided", None, True),
+    ]
+    assert list(state.holds) == ["a2"]
+    assert isinstance(events[0], AuthorizationExpired)
