@@ -32,10 +32,18 @@ _ADAPTERS: dict[Topic, TypeAdapter[Any]] = {topic: TypeAdapter(kind) for topic, 
 class InvalidMessage(ValueError):
     """Bytes that are not a valid message for their topic; `errors` says why, field by field."""
 
-    def __init__(self, topic: Topic, error: ValidationError) -> None:
+    def __init__(self, topic: Topic, error: ValidationError | str) -> None:
         self.topic = topic
-        self.errors = error.errors(include_url=False, include_input=False)
+        if isinstance(error, str):
+            self.errors: list[Any] = [{"msg": error}]
+        else:
+            self.errors = list(error.errors(include_url=False, include_input=False))
         super().__init__(f"invalid {topic.value} message: {error}")
+
+    @classmethod
+    def because(cls, topic: Topic, reason: str) -> InvalidMessage:
+        """A message that parsed but breaks a rule of its topic (its key, say)."""
+        return cls(topic, reason)
 
 
 def parse(topic: Topic, raw: bytes | str) -> Message:

@@ -1,10 +1,13 @@
-"""Wiring for the authorizer service: builds its Service from settings; the one place it connects.
-
-Skeleton: it prepares Kafka and Postgres and answers /healthz; its handlers arrive with its issue.
+"""Wiring for the authorizer: builds the pool and the consumer loop from settings; the one place
+it connects. Nothing connects at import.
 """
 
 from __future__ import annotations
 
+import asyncpg
+
+from services.authorizer.runtime import Authorizer
+from services.platform.postgres import create_pool
 from services.platform.service import Service
 from services.platform.settings import Settings
 
@@ -13,4 +16,28 @@ DEFAULT_HEALTH_PORT = 8081
 
 def build(settings: Settings, health_port: int = DEFAULT_HEALTH_PORT) -> Service:
     """The authorizer process, ready for `services.platform.service.run`."""
-    return Service(name="authorizer", settings=settings, health_port=health_port)
+    service = Service(name="authorizer", settings=settings, health_port=health_port)
+    parts: dict[str, object] = {}
+
+    async def start() -> None:
+        pool: asyncpg.Pool = await create_pool(settings)
+        authorizer = Authorizer(settings, pool)
+        await authorizer.start()
+        parts.update(pool=pool, authorizer=authorizer)
+
+    async def run() -> None:
+        authorizer = parts["authorizer"]
+        assert isinstance(authorizer, Authorizer)  # noqa: S101 - set by start(), which runs first
+        await authorizer.run()
+
+    async def stop() -> None:
+        authorizer, pool = parts.get("authorizer"), parts.get("pool")
+        if isinstance(authorizer, Authorizer):
+            await authorizer.stop()
+        if isinstance(pool, asyncpg.Pool):
+            await pool.close()
+
+    service.on_start.append(start)
+    service.background.append(run)
+    service.on_stop.append(stop)
+    return service

@@ -36,7 +36,7 @@ from schemas.wallet import (
     WalletCreated,
 )
 from services.authorizer.decide import applicable_caps, derived_id
-from services.authorizer.state import REMEMBERED_COMMANDS, Card, Raise, Status, WalletState
+from services.authorizer.state import REMEMBERED_COMMANDS, WALLET_WIDE, Card, Raise, Status, WalletState
 
 CommandOutcome = tuple[tuple[AnyWalletEvent, ...], WalletState | None]
 
@@ -202,7 +202,9 @@ def _bind_trace(
     if command.cap is not None:
         trace_caps[command.trace_id] = command.cap.amount_minor
     event = TraceBound(**fields, trace_id=command.trace_id, card_id=command.card_id, cap=command.cap)
-    return event, replace(state, bindings={**state.bindings, command.card_id: command.trace_id}, trace_caps=trace_caps)
+    return event, replace(
+        state, bindings={**state.bindings, command.card_id or WALLET_WIDE: command.trace_id}, trace_caps=trace_caps
+    )
 
 
 def _raise_cap(

@@ -22,9 +22,11 @@ from services.authorizer.state import (
     Posting,
     RateTable,
     WalletState,
+    bound_trace,
     held_minor,
     month_end,
     month_key,
+    monthly_key,
     raised_minor,
     spent_minor,
 )
@@ -132,7 +134,7 @@ def decide_authorization(
     earlier = state.decisions.get(request.issuer_authorization_id)
     if earlier is not None:
         return earlier, state
-    trace_id = state.bindings.get(request.card_id) or state.bindings.get(None)
+    trace_id = bound_trace(state, request.card_id)
     reason = _policy_reason(state, request, now)
     cap_minor = rates.convert_up(request.amount, state.currency)
     if reason is None and cap_minor is None:
@@ -172,7 +174,8 @@ def post_spend(state: WalletState, posting: Posting) -> WalletState:
     month = month_key(posting.at, state.time_zone)
     monthly = dict(state.monthly)
     for scope in ("wallet", f"card:{posting.card_id}"):
-        monthly[(scope, month)] = monthly.get((scope, month), 0) + posting.amount_minor
+        key = monthly_key(scope, month)
+        monthly[key] = monthly.get(key, 0) + posting.amount_minor
     lifetime = dict(state.lifetime)
     keys = [f"card:{posting.card_id}"] + ([f"trace:{posting.trace_id}"] if posting.trace_id else [])
     for key in keys:
@@ -190,7 +193,7 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     return replace(
         state,
         recent=tuple(p for p in state.recent if p.at > window_start),
-        monthly={key: value for key, value in state.monthly.items() if key[1] in (current, previous)},
+        monthly={key: value for key, value in state.monthly.items() if key.rsplit("@", 1)[1] in (current, previous)},
         raises=tuple(r for r in state.raises if r.until > now),
         decisions={key: d for key, d in state.decisions.items() if d.decided_at > horizon},
         released={key: at for key, at in state.released.items() if at > horizon},

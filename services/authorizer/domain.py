@@ -10,8 +10,7 @@ from datetime import datetime
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import ReasonCode
-from schemas.issuer_events import AnyIssuerEvent
-from schemas.registry import Message
+from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
 from schemas.wallet import AnyWalletCommand, AnyWalletEvent
 from services.authorizer.commands import apply_command
 from services.authorizer.decide import decide_authorization, derived_id, forget_old
@@ -19,7 +18,9 @@ from services.authorizer.lifecycle import apply_issuer_event, expire_holds
 from services.authorizer.state import NO_RATES, RateTable, WalletState
 
 Inbound = AuthorizationRequested | AnyWalletCommand | AnyIssuerEvent
-Outcome = tuple[tuple[Message, ...], WalletState | None]
+# What a message produces: a decision, wallet events, or expiries of holds that aged out.
+Outbound = AuthorizationDecided | AuthorizationExpired | AnyWalletEvent
+Outcome = tuple[tuple[Outbound, ...], WalletState | None]
 
 
 def decide(state: WalletState | None, message: Inbound, now: datetime, rates: RateTable = NO_RATES) -> Outcome:

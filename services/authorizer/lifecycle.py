@@ -19,7 +19,7 @@ from schemas.issuer_events import (
 from schemas.money import Money
 from schemas.wallet import CapBreachedByIssuer
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
-from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState
+from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace
 
 LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired, ...], WalletState]
 
@@ -72,7 +72,7 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
 
 def _force_post(state: WalletState, event: ForcePosted, now: datetime, rates: RateTable) -> LifecycleOutcome:
     minor = _in_wallet_currency(state, event.amount, None, rates)
-    trace_id = state.bindings.get(event.card_id) or state.bindings.get(None)
+    trace_id = bound_trace(state, event.card_id)
     return _count_unasked(
         state,
         card_id=event.card_id,
@@ -172,7 +172,7 @@ def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) ->
     decision = state.decisions.get(authorization_id or "")
     if decision is not None:
         return decision.trace_id
-    return state.bindings.get(card_id) or state.bindings.get(None)
+    return bound_trace(state, card_id)
 
 
 def _in_wallet_currency(state: WalletState, amount: Money, authorization_id: str | None, rates: RateTable) -> int:

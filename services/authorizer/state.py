@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
-from types import MappingProxyType
 from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -29,7 +28,8 @@ MEMORY_HORIZON = DEFAULT_HOLD_TTL + timedelta(days=1)
 # How many applied command ids a wallet remembers, so a retried command is applied once.
 REMEMBERED_COMMANDS = 1_000
 Status = Literal["active", "frozen", "closed"]
-EMPTY: Mapping[str, object] = MappingProxyType({})
+# The bindings key of a trace bound to the whole wallet rather than one card.
+WALLET_WIDE = ""
 
 
 class InvariantViolated(RuntimeError):
@@ -102,11 +102,11 @@ class WalletState:
     raise_step: Money
     max_raise: Money | None
     cards: Mapping[str, Card] = field(default_factory=dict)
-    bindings: Mapping[str | None, str] = field(default_factory=dict)  # card id (None: wallet) → trace
+    bindings: Mapping[str, str] = field(default_factory=dict)  # card id (WALLET_WIDE: all cards) → trace
     trace_caps: Mapping[str, int] = field(default_factory=dict)  # trace → its own cap, if not the default
     holds: Mapping[str, Hold] = field(default_factory=dict)
     recent: tuple[Posting, ...] = ()  # the last 24 h of postings, oldest first
-    monthly: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (scope, "YYYY-MM") → spend
+    monthly: Mapping[str, int] = field(default_factory=dict)  # "scope@YYYY-MM" → spend
     lifetime: Mapping[str, int] = field(default_factory=dict)  # "card:<id>" / "trace:<id>" → spend
     raises: tuple[Raise, ...] = ()
     decisions: Mapping[str, AuthorizationDecided] = field(default_factory=dict)
@@ -151,13 +151,14 @@ def month_end(moment: datetime, time_zone: str) -> datetime:
     return datetime(year, month, 1, tzinfo=ZoneInfo(time_zone))
 
 
-def scope_key(cap: CapKind, wallet_id: str, card_id: str, trace_id: str | None) -> str:
-    """The id a cap is counted against: the wallet, the card or the trace."""
-    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
-        return wallet_id
-    if cap == CapKind.TRACE:
-        return trace_id or ""
-    return card_id
+def monthly_key(scope: str, month: str) -> str:
+    """The key of one scope's spend in one month: "wallet@2026-11", "card:c1@2026-11"."""
+    return f"{scope}@{month}"
+
+
+def bound_trace(state: WalletState, card_id: str) -> str | None:
+    """The trace in force for `card_id`: its own binding, else the wallet's."""
+    return state.bindings.get(card_id) or state.bindings.get(WALLET_WIDE)
 
 
 def _matches(cap: CapKind, scope_id: str, card_id: str, trace_id: str | None) -> bool:
@@ -186,7 +187,7 @@ def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) 
         )
     elif cap in (CapKind.CARD_MONTHLY, CapKind.WALLET_MONTHLY):
         scope = "wallet" if cap == CapKind.WALLET_MONTHLY else f"card:{scope_id}"
-        total = state.monthly.get((scope, month_key(now, state.time_zone)), 0)
+        total = state.monthly.get(monthly_key(scope, month_key(now, state.time_zone)), 0)
     elif cap == CapKind.CARD_FUNDED:
         total = state.lifetime.get(f"card:{scope_id}", 0)
     elif cap == CapKind.TRACE:

@@ -59,8 +59,14 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(**producer_config(settings))
 
 
-def create_consumer(settings: Settings, topics: Sequence[str], group_id: str | None) -> AIOKafkaConsumer:
+def create_consumer(
+    settings: Settings,
+    topics: Sequence[str],
+    group_id: str | None,
+    **options: Any,  # noqa: ANN401 - passed through to aiokafka, whose options are untyped
+) -> AIOKafkaConsumer:
     """A consumer that never auto-commits and reads only committed (transactional) records."""
+    defaults: dict[str, Any] = {"max_poll_records": 500}
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -70,7 +76,7 @@ def create_consumer(settings: Settings, topics: Sequence[str], group_id: str | N
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         request_timeout_ms=settings.kafka_request_timeout_ms,
-        max_poll_records=500,
+        **(defaults | options),
     )
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -31,6 +32,8 @@ class Service:
     health_port: int
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-running work (a consumer loop); if one ends or fails, the process stops with it.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
 async def prepare_dependencies(settings: Settings) -> None:
@@ -90,9 +93,16 @@ async def run(service: Service) -> None:
     try:
         for start in service.on_start:
             await start()
+        tasks = [asyncio.create_task(work()) for work in service.background]
         log.info("service_ready", health_url=f"http://127.0.0.1:{service.health_port}/healthz")
-        await stop.wait()
-        log.info("service_stopping")
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        log.info("service_stopping", reason="signal" if stopping in done else "background work ended")
+        for task in [stopping, *tasks]:
+            task.cancel()
+        for task in done:
+            if task is not stopping and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
     finally:
         for stop_step in reversed(service.on_stop):
             await stop_step()

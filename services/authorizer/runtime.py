@@ -1,0 +1,266 @@
+"""The authorizer's imperative shell: consume a batch → load → decide → persist with offsets →
+publish. Partitions are claimed with a new epoch on assignment and read from the offsets kept in
+Postgres. Business rules live in `services.authorizer.domain`, never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import ConsumerRecord
+
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.registry import InvalidMessage, parse, serialize
+from schemas.topics import Topic, message_key, topic_name
+from schemas.wallet import CardCreated, StatusChanged, WalletCreated
+from services.authorizer.decide import derived_id
+from services.authorizer.domain import Inbound, Outbound, decide
+from services.authorizer.state import NO_RATES, RateTable, WalletState
+from services.authorizer.store import BatchEffects, Fenced, OutboxRow, Store
+from services.platform.kafka import create_consumer, create_producer
+from services.platform.logging import get_logger
+from services.platform.settings import Settings
+
+INPUT_TOPICS = (Topic.WALLET_COMMANDS, Topic.ISSUER_EVENTS, Topic.AUTH_REQUESTS)
+# Within one batch, commands and lifecycle events of the same instant go before requests: a freeze
+# that arrives with an authorization is applied first (fail closed).
+_TOPIC_ORDER = {topic: rank for rank, topic in enumerate(INPUT_TOPICS)}
+# Where each produced event is published: the whole outbound flow in one table.
+OUTPUT_TOPIC: dict[str, Topic] = {
+    "authorization_decided": Topic.AUTH_DECISIONS,
+    "authorization_expired": Topic.ISSUER_EVENTS,
+    **dict.fromkeys(
+        ("wallet_created", "card_created", "caps_updated", "status_changed", "trace_bound", "cap_raised",
+         "command_rejected", "cap_breached_by_issuer"),
+        Topic.WALLET_EVENTS,
+    ),
+}  # fmt: skip
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+MAX_CACHED_WALLETS = 100_000
+BATCH_MAX_RECORDS = 500
+_log = get_logger("authorizer")
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+class Authorizer:
+    """One authorizer instance: a consumer in the group, its producer, its wallet cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        rates: RateTable = NO_RATES,
+    ) -> None:
+        self._settings = settings
+        self._group = f"{settings.topic_prefix}.authorizer" if settings.topic_prefix else "pursestrings-authorizer"
+        self._store = Store(pool, self._group)
+        self._clock = clock
+        self._rates = rates
+        self._topics = {topic_name(topic, settings.topic_prefix): topic for topic in INPUT_TOPICS}
+        self._cache: OrderedDict[str, WalletState] = OrderedDict()
+        self._epochs: dict[tuple[str, int], int] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Join the group (claiming partitions as they come) and publish anything left unpublished."""
+        self._producer = create_producer(self._settings)
+        await self._producer.start()
+        await self._relay_unpublished()
+        self._consumer = create_consumer(
+            self._settings, [], self._group, partition_assignment_strategy=(RangePartitionAssignor,)
+        )
+        self._consumer.subscribe(topics=list(self._topics), listener=_Claimer(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Leave the group and flush the producer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def run(self) -> None:
+        """Process batches until cancelled."""
+        while True:
+            await self.process_batch()
+
+    async def claim(self, partitions: list[TopicPartition]) -> None:
+        """New partitions: take a new epoch for each, seek to the offset kept in Postgres."""
+        self._cache.clear()  # another instance may have changed these wallets meanwhile
+        claimed = await self._store.claim([(tp.topic, tp.partition) for tp in partitions])
+        for (topic, partition), (next_offset, epoch) in claimed.items():
+            self._epochs[(topic, partition)] = epoch
+            self._positions[(topic, partition)] = next_offset
+            assert self._consumer is not None  # noqa: S101 - claim only runs inside a started consumer
+            self._consumer.seek(TopicPartition(topic, partition), next_offset)
+        _log.info("partitions_claimed", partitions=sorted(f"{t}[{p}]@{e}" for (t, p), (_, e) in claimed.items()))
+
+    def release(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away: forget their epochs and every cached wallet."""
+        for tp in partitions:
+            self._epochs.pop((tp.topic, tp.partition), None)
+            self._positions.pop((tp.topic, tp.partition), None)
+        self._cache.clear()
+
+    async def process_batch(self) -> int:
+        """Consume, decide, commit and publish one batch; return how many records it held."""
+        assert self._consumer is not None  # noqa: S101 - start() runs first
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=BATCH_MAX_RECORDS)
+        records = sorted(
+            (record for tp_records in batches.values() for record in tp_records),
+            key=lambda r: (r.timestamp, _TOPIC_ORDER[self._topics[r.topic]], r.partition, r.offset),
+        )
+        if not records:
+            return 0
+        effects, new_states = await self._decide_batch(records)
+        try:
+            rows = await self._store.commit(effects, self._epochs)
+        except Fenced as error:
+            _log.warning("batch_fenced", error=str(error), records=len(records))
+            self._cache.clear()
+            return 0
+        except (OSError, asyncpg.PostgresError) as error:
+            # Postgres unreachable: nothing was decided; read the batch again (fail closed meanwhile).
+            _log.error("batch_commit_failed", error=str(error), records=len(records))
+            self._rewind(batches)
+            await asyncio.sleep(0.5)
+            return 0
+        self._positions.update(effects.offsets)
+        for wallet_id, state in new_states.items():
+            self._remember(wallet_id, state)
+        await self._publish(rows)
+        return len(records)
+
+    async def _decide_batch(self, records: list[Record]) -> tuple[BatchEffects, dict[str, WalletState]]:
+        parsed = [(record, self._parse(record)) for record in records]
+        messages = [message for _, message in parsed if not isinstance(message, InvalidMessage)]
+        states = await self._load([m.wallet_id for m in messages])
+        earlier = await self._store.load_decisions(
+            [m.issuer_authorization_id for m in messages if isinstance(m, AuthorizationRequested)]
+        )
+        effects, now = BatchEffects(), self._clock()
+        for record, message in parsed:
+            effects.offsets[(record.topic, record.partition)] = record.offset + 1
+            if isinstance(message, InvalidMessage):
+                self._dead_letter(effects, record, message)
+                continue
+            if isinstance(message, AuthorizationRequested) and message.issuer_authorization_id in earlier:
+                self._emit(effects, earlier[message.issuer_authorization_id])  # the first answer, again
+                continue
+            events, state = decide(states.get(message.wallet_id), message, now, self._rates)
+            if state is not None:
+                states[message.wallet_id] = state
+                effects.wallets[message.wallet_id] = state
+            for event in events:
+                self._emit(effects, event)
+        return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
+
+    def _parse(self, record: Record) -> Inbound | InvalidMessage:
+        topic = self._topics[record.topic]
+        try:
+            message = parse(topic, record.value or b"")
+        except InvalidMessage as error:
+            return error
+        if record.key != message_key(message):
+            # A message on the wrong partition would break the one-writer-per-wallet rule.
+            return InvalidMessage.because(topic, f"key {record.key!r} is not the wallet id {message.wallet_id!r}")
+        return message  # type: ignore[return-value]
+
+    def _emit(self, effects: BatchEffects, event: Outbound) -> None:
+        topic = topic_name(OUTPUT_TOPIC[event.type], self._settings.topic_prefix)
+        effects.outbox.append((topic, event.wallet_id, str(event.event_id), serialize(event)))
+        if isinstance(event, AuthorizationDecided):
+            effects.decisions.append(event)
+        elif isinstance(event, WalletCreated | CardCreated | StatusChanged):
+            effects.directory.append(event)
+
+    def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage) -> None:
+        """Bad input goes to the topic's dead-letter twin with the error; the consumer goes on."""
+        payload = {
+            "error": str(error),
+            "errors": json.loads(json.dumps(error.errors, default=str)),
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": (record.key or b"").decode("utf-8", errors="replace"),
+            "value": (record.value or b"").decode("utf-8", errors="replace"),
+        }
+        topic = topic_name(self._topics[record.topic], self._settings.topic_prefix, dead_letter=True)
+        key = (record.key or b"").decode("utf-8", errors="replace")
+        effects.outbox.append((topic, key, str(_dead_letter_id(record)), json.dumps(payload).encode()))
+        _log.warning(
+            "message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error).splitlines()[0]
+        )
+
+    async def _load(self, wallet_ids: list[str]) -> dict[str, WalletState]:
+        missing = sorted({w for w in wallet_ids if w not in self._cache})
+        loaded = await self._store.load_wallets(missing) if missing else {}
+        for wallet_id, state in loaded.items():
+            self._remember(wallet_id, state)
+        return {w: self._cache[w] for w in set(wallet_ids) if w in self._cache}
+
+    def _remember(self, wallet_id: str, state: WalletState) -> None:
+        self._cache[wallet_id] = state
+        self._cache.move_to_end(wallet_id)
+        while len(self._cache) > MAX_CACHED_WALLETS:
+            self._cache.popitem(last=False)
+
+    def _rewind(self, batches: dict[TopicPartition, list[Record]]) -> None:
+        assert self._consumer is not None  # noqa: S101 - start() runs first
+        for tp in batches:
+            position = self._positions.get((tp.topic, tp.partition))
+            if position is not None:
+                self._consumer.seek(tp, position)
+        self._cache.clear()
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
+        """Send committed rows in order; on failure they stay in the outbox for the relay."""
+        assert self._producer is not None  # noqa: S101 - start() runs first
+        if not rows:
+            return
+        try:
+            sent = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
+            await asyncio.gather(*sent)
+        except Exception as error:  # noqa: BLE001 - any publish failure leaves the rows for the relay, logged
+            _log.error("publish_failed", error=str(error), rows=len(rows))
+            return
+        await self._store.mark_published([row.outbox_id for row in rows])
+
+    async def _relay_unpublished(self) -> None:
+        """Publish what a previous run committed but could not send (a crash between the two)."""
+        while rows := await self._store.unpublished():
+            await self._publish(rows)
+            _log.info("outbox_relayed", rows=len(rows))
+
+
+def _dead_letter_id(record: Record) -> str:
+    return str(derived_id("dead-letter", record.topic, record.partition, record.offset))
+
+
+class _Claimer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Claims partitions (new epoch, seek) on assignment; forgets them on revocation."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self._authorizer = authorizer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._authorizer.release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._authorizer.claim(list(assigned))

@@ -1,0 +1,164 @@
+"""The authorizer against the real Kafka and Postgres: exact under concurrency, in log order,
+idempotent, fenced, and bad messages dead-lettered while processing goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from schemas.authorizations import AuthorizationRequested
+from schemas.common import Issuer, ReasonCode
+from schemas.policies import WalletCaps
+from schemas.topics import Topic, topic_name
+from schemas.wallet import CreateCard, CreateWallet, FreezeCard
+from services.authorizer.runtime import Authorizer
+from services.authorizer.store import BatchEffects, Fenced, Store
+from services.platform.settings import Settings
+from tests.support.builders import CARD, WALLET, command_fields, request, usd
+from tests.support.kafka_io import Collector, publish, publish_raw
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _running(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
+    authorizer = Authorizer(settings, pool)
+    await authorizer.start()
+    task = asyncio.create_task(authorizer.run())
+    try:
+        yield authorizer
+    finally:
+        task.cancel()
+        await authorizer.stop()
+
+
+@pytest.fixture
+async def authorizer(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
+    """One authorizer instance running in the test's event loop."""
+    async for running in _running(kafka_topics, pool):
+        yield running
+
+
+async def _create_wallet(settings: Settings, caps: WalletCaps) -> None:
+    now = _now()
+    await publish(
+        settings,
+        Topic.WALLET_COMMANDS,
+        [
+            CreateWallet(**command_fields(now), caps=caps),
+            CreateCard(
+                **command_fields(now), card_id=CARD, issuer=Issuer.STRIPE, issuer_card_token="ic_1", last4="4242"
+            ),
+        ],
+    )
+
+
+def _requests(count: int, amount_minor: int, prefix: str) -> list[AuthorizationRequested]:
+    now = _now()
+    return [
+        request(amount_minor, auth=f"{prefix}{index}", at=now, deadline_at=now + timedelta(minutes=5))
+        for index in range(count)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("authorizer")
+async def test_concurrent_authorizations_approve_exactly_up_to_the_cap(kafka_topics: Settings) -> None:
+    """2,000 concurrent $1.00 requests from four producers against $500.00 → exactly 500 approved."""
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(50_000)))
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await asyncio.gather(
+            *[publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(500, 100, f"p{n}-")) for n in range(4)]
+        )
+        items = await decisions.wait_for(lambda items: len({d.issuer_authorization_id for d in items}) >= 2_000)
+    by_id = {d.issuer_authorization_id: d for d in items}
+    assert Counter((d.approved, d.reason) for d in by_id.values()) == Counter(
+        {(True, ReasonCode.APPROVED): 500, (False, ReasonCode.WALLET_ROLLING_24H_CAP): 1_500}
+    )
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_freeze_then_authorize_is_declined_in_log_order(kafka_topics: Settings) -> None:
+    """Once the freeze is applied, the next authorization is declined as card_frozen."""
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(10_000)))
+    async with (
+        Collector(kafka_topics, Topic.WALLET_EVENTS) as events,
+        Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions,
+    ):
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(1, 100, "before-"))
+        await decisions.wait_for(lambda items: len(items) >= 1)
+        await publish(
+            kafka_topics, Topic.WALLET_COMMANDS, [FreezeCard(**command_fields(_now()), card_id=CARD, reason="loop")]
+        )
+        await events.wait_for(lambda items: any(e.type == "status_changed" for e in items))
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(1, 100, "after-"))
+        items = await decisions.wait_for(lambda items: len(items) >= 2)
+    assert [(d.issuer_authorization_id, d.approved, d.reason) for d in items] == [
+        ("before-0", True, ReasonCode.APPROVED),
+        ("after-0", False, ReasonCode.CARD_FROZEN),
+    ]
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_a_redelivered_authorization_gets_the_first_answer(kafka_topics: Settings) -> None:
+    """The same authorization id sent twice (a retried webhook) is decided once, answered twice alike."""
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(150)))
+    [first] = _requests(1, 100, "dup-")
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first, first])
+        items = await decisions.wait_for(lambda items: len(items) >= 2)
+    assert (items[0], items[0].approved) == (items[1], True)
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(kafka_topics: Settings) -> None:
+    """Malformed JSON, an unknown schema version and a wrong key are dead-lettered with the error."""
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(10_000)))
+    good = _requests(1, 100, "good-")[0]
+    newer = json.loads(good.model_dump_json())
+    newer["schema_version"] = 2
+    async with (
+        Collector(kafka_topics, Topic.AUTH_REQUESTS, dead_letter=True) as dead,
+        Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions,
+    ):
+        await publish_raw(
+            kafka_topics,
+            Topic.AUTH_REQUESTS,
+            [
+                (WALLET.encode(), b"{not json"),
+                (WALLET.encode(), json.dumps(newer).encode()),
+                (b"wal_other", good.model_dump_json().encode()),
+            ],
+        )
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [good])
+        letters = await dead.wait_for(lambda items: len(items) >= 3)
+        items = await decisions.wait_for(lambda items: len(items) >= 1)
+    errors = [json.loads(letter)["error"] for letter in letters]
+    assert ([e.split(":")[0] for e in errors], [d.issuer_authorization_id for d in items]) == (
+        ["invalid auth.requests message"] * 3,
+        ["good-0"],
+    )
+    assert [
+        "Invalid JSON" in errors[0],
+        "schema_version" in json.loads(letters[1])["value"],
+        "is not the wallet id" in errors[2],
+    ] == [True, True, True]
+
+
+async def test_a_fenced_zombie_cannot_commit(kafka_topics: Settings, pool: asyncpg.Pool) -> None:
+    """After another instance claims the partition, the old epoch's commit is refused."""
+    store = Store(pool, "group-z")
+    partition = (topic_name(Topic.AUTH_REQUESTS, kafka_topics.topic_prefix), 0)
+    [(_, old_epoch)] = (await store.claim([partition])).values()
+    [(_, new_epoch)] = (await Store(pool, "group-z").claim([partition])).values()
+    with pytest.raises(Fenced, match=f"at epoch {new_epoch}, we hold {old_epoch}"):
+        await store.commit(BatchEffects(offsets={partition: 10}), {partition: old_epoch})
+    assert (await store.claim([partition]))[partition][0] == 0
