@@ -6,6 +6,7 @@ with the state they produced). Knows topic names only through `schemas.topics`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,13 +108,26 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], time
         ]
         if failures:
             raise TopicSetupError("could not create topics: " + "; ".join(failures))
-        for described in await admin.describe_topics(list(wanted)):
-            have = len(described["partitions"])
-            need = wanted[described["topic"]].partitions
-            if have < need:
-                raise TopicSetupError(f"topic {described['topic']} has {have} partitions, {need} configured")
+        await _check_partitions(admin, wanted, timeout_ms)
     finally:
         await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec], timeout_ms: int) -> None:
+    """Every topic has at least its configured partitions; a just-created one may take a moment to show."""
+    deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+    while True:
+        counts = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(list(wanted))}
+        for name, spec in wanted.items():
+            have = counts.get(name, 0)
+            if 0 < have < spec.partitions:
+                raise TopicSetupError(f"topic {name} has {have} partitions, {spec.partitions} configured")
+        missing = sorted(name for name in wanted if counts.get(name, 0) == 0)
+        if not missing:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicSetupError(f"topics not visible in metadata after creation: {', '.join(missing)}")
+        await asyncio.sleep(0.1)
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:  # noqa: ANN401 - aiokafka responses are untyped

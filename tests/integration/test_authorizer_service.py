@@ -22,7 +22,7 @@ from services.authorizer.runtime import Authorizer
 from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
 from tests.support.builders import CARD, WALLET, command_fields, request, usd
-from tests.support.kafka_io import Collector, publish, publish_raw
+from tests.support.kafka_io import Collector, apply_commands, publish, publish_raw
 
 
 def _now() -> datetime:
@@ -49,9 +49,8 @@ async def authorizer(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterato
 
 async def _create_wallet(settings: Settings, caps: WalletCaps) -> None:
     now = _now()
-    await publish(
+    await apply_commands(
         settings,
-        Topic.WALLET_COMMANDS,
         [
             CreateWallet(**command_fields(now), caps=caps),
             CreateCard(

@@ -16,7 +16,7 @@ from services.platform.health import check_kafka, check_postgres
 from services.platform.kafka import TopicSetupError, TopicSpec, ensure_topics, project_topics
 from services.platform.migrations import Migration, MigrationError, apply_migrations, discover
 from services.platform.settings import Settings
-from tests.support.infra import ROOT, Infrastructure
+from tests.support.infra import ROOT, Infrastructure, free_port
 
 
 async def _tables(connection: asyncpg.Connection) -> set[str]:
@@ -117,9 +117,9 @@ def test_infra_scripts_are_idempotent_and_leave_nothing_running(infrastructure: 
         "PURSESTRINGS_KAFKA_LIB": str(
             ROOT / ".state" / "kafka-lib" / os.environ.get("PURSESTRINGS_KAFKA_VERSION", "4.1.1")
         ),
-        "PURSESTRINGS_KAFKA_PORT": "29092",
-        "PURSESTRINGS_KAFKA_CONTROLLER_PORT": "29093",
-        "PURSESTRINGS_PG_PORT": "25433",
+        "PURSESTRINGS_KAFKA_PORT": str(free_port()),
+        "PURSESTRINGS_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PURSESTRINGS_PG_PORT": str(free_port()),
         "PURSESTRINGS_PG_DIR": str(Path("/var/tmp") / f"pursestrings-test-{uuid.uuid4().hex[:8]}"),
     }
     script = str(ROOT / "deploy" / "infra.sh")

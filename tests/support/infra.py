@@ -70,7 +70,8 @@ def _running_kafka_version(server_log: Path) -> str:
     return found[-1] if found else "unknown"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -88,7 +89,7 @@ def _containers() -> Infrastructure:  # pragma: no cover - this machine has no D
     postgres.start()
     # The same single-node KRaft settings as deploy/compose.yaml and deploy/kafka/server.properties.in;
     # the host port is fixed before start because the broker must advertise it.
-    port = _free_port()
+    port = free_port()
     kafka = DockerContainer(f"apache/kafka:{KAFKA_VERSION}").with_bind_ports(9092, port)
     for key, value in {
         "KAFKA_NODE_ID": "1",

@@ -76,3 +76,13 @@ class Collector:
                 if done(self.items):
                     return self.items
                 await self._arrived.wait()
+
+
+async def apply_commands(settings: Settings, commands: Sequence[Message], timeout_s: float = 60) -> list[Any]:
+    """Publish wallet commands and wait until the authorizer has answered each one on wallet.events,
+    as the management API does before it returns.
+    """
+    async with Collector(settings, Topic.WALLET_EVENTS) as events:
+        await publish(settings, Topic.WALLET_COMMANDS, commands)
+        wanted = {getattr(command, "command_id", None) for command in commands}
+        return await events.wait_for(lambda items: wanted <= {e.command_id for e in items}, timeout_s)

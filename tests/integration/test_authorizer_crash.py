@@ -1,0 +1,99 @@
+"""kill -9 of the authorizer process mid-stream: after a restart every authorization has exactly one
+decision (repeats are identical), the cap is exact, and no hold is doubled or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from schemas.common import Issuer, ReasonCode
+from schemas.policies import WalletCaps
+from schemas.topics import Topic
+from schemas.wallet import CreateCard, CreateWallet
+from services.platform.settings import Settings
+from tests.support.builders import CARD, WALLET, command_fields, request, usd
+from tests.support.infra import ROOT
+from tests.support.kafka_io import Collector, apply_commands, publish
+
+REQUESTS = 1_000
+CAP_MINOR = 60_000  # $600.00 of $1.00 requests: 600 approvals
+
+
+def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
+        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "PURSESTRINGS_AUTHORIZER_HEALTH_PORT": "0",
+        "PURSESTRINGS_LOG_FORMAT": "json",
+    }
+    env.pop("PURSESTRINGS_ENV_FILE", None)
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.authorizer"], cwd=ROOT, env=env, stdout=output, stderr=output
+        )
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
+    kafka_topics: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """SIGKILL after some decisions, restart: identical answers, exact approvals, one hold each."""
+    settings, log = kafka_topics, tmp_path / "authorizer.log"
+    now = datetime.now(UTC)
+    process = _start(settings, log)
+    await apply_commands(
+        settings,
+        [
+            CreateWallet(**command_fields(now), caps=WalletCaps(rolling_24h=usd(CAP_MINOR))),
+            CreateCard(
+                **command_fields(now), card_id=CARD, issuer=Issuer.STRIPE, issuer_card_token="ic_1", last4="4242"
+            ),
+        ],
+    )
+    requests = [
+        request(100, auth=f"k{index}", at=now, deadline_at=now + timedelta(minutes=5)) for index in range(REQUESTS)
+    ]
+    async with Collector(settings, Topic.AUTH_DECISIONS) as decisions:
+        publishing = asyncio.create_task(publish(settings, Topic.AUTH_REQUESTS, requests))
+        await decisions.wait_for(lambda items: len(items) >= REQUESTS // 5, timeout_s=90)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        killed_after = len(decisions.items)
+        await publishing
+        process = _start(settings, log)
+        try:
+            items = await decisions.wait_for(
+                lambda items: len({d.issuer_authorization_id for d in items}) >= REQUESTS, timeout_s=120
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    first: dict[str, object] = {}
+    for decision in items:
+        assert first.setdefault(decision.issuer_authorization_id, decision) == decision, "a repeat changed its answer"
+    outcomes = Counter((d.approved, d.reason) for d in first.values())  # type: ignore[attr-defined]
+    held = await pool.fetchval(
+        "SELECT jsonb_array_length(jsonb_path_query_array(state, '$.holds.*')) FROM authorizer.wallet_state"
+        " WHERE wallet_id = $1",
+        WALLET,
+    )
+    recorded = await pool.fetchval("SELECT count(*) FROM authorizer.decisions WHERE wallet_id = $1", WALLET)
+    assert 0 < killed_after < REQUESTS
+    assert (outcomes, held, recorded) == (
+        Counter({(True, ReasonCode.APPROVED): 600, (False, ReasonCode.WALLET_ROLLING_24H_CAP): 400}),
+        600,
+        REQUESTS,
+    )
