@@ -74,7 +74,7 @@ stop: ## stop what `make run` started (from another terminal)
 	@deploy/stop.sh
 
 .PHONY: bench
-bench: venv ## benchmarks under bench/, results in bench/results/
+bench: infra-up ## benchmarks under bench/, results in bench/results/ (needs Kafka and Postgres)
 	@$(PY) -m bench
 
 .PHONY: clean-state

@@ -28,6 +28,7 @@ from services.authorizer.state import (
     month_key,
     monthly_key,
     raised_minor,
+    set_hold,
     spent_minor,
 )
 
@@ -166,7 +167,7 @@ def decide_authorization(
     if not approved:
         return decision, replace(state, decisions=decisions)
     hold = Hold(request.issuer_authorization_id, request.card_id, trace_id, cap_minor or 0, now, now + DEFAULT_HOLD_TTL)
-    return decision, replace(state, decisions=decisions, holds={**state.holds, hold.authorization_id: hold})
+    return decision, set_hold(replace(state, decisions=decisions), hold.authorization_id, hold)
 
 
 def post_spend(state: WalletState, posting: Posting) -> WalletState:
@@ -188,6 +189,15 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     """Drop what no rule can need any more, so memory per wallet stays bounded."""
     window_start = now - ROLLING_WINDOW
     horizon = now - MEMORY_HORIZON
+    oldest_decision = next(iter(state.decisions.values()), None)
+    if (
+        (not state.recent or state.recent[0].at > window_start)
+        and (oldest_decision is None or oldest_decision.decided_at > horizon)
+        and all(r.until > now for r in state.raises)
+        and all(at > horizon for at in state.released.values())
+        and len(state.monthly) <= 2 * (2 + len(state.cards))
+    ):
+        return state  # nothing has aged out: keep the same value, copy nothing
     current = month_key(now, state.time_zone)
     previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
     return replace(

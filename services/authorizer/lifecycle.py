@@ -19,7 +19,7 @@ from schemas.issuer_events import (
 from schemas.money import Money
 from schemas.wallet import CapBreachedByIssuer
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
-from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace
+from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace, set_hold
 
 LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired, ...], WalletState]
 
@@ -58,13 +58,10 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
             now=now,
         )
     remaining_hold = max(0, hold.amount_minor - minor)
-    holds = dict(state.holds)
-    if event.final or remaining_hold == 0:
-        del holds[hold.authorization_id]
-    else:
-        holds[hold.authorization_id] = replace(hold, amount_minor=remaining_hold)
+    kept = None if event.final or remaining_hold == 0 else replace(hold, amount_minor=remaining_hold)
     # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
-    posted = post_spend(replace(state, holds=holds), Posting(hold.placed_at, hold.card_id, hold.trace_id, minor))
+    released = set_hold(state, hold.authorization_id, kept)
+    posted = post_spend(released, Posting(hold.placed_at, hold.card_id, hold.trace_id, minor))
     if minor <= hold.amount_minor:
         return (), posted
     return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted
@@ -138,20 +135,18 @@ def _release(state: WalletState, authorization_id: str, amount_minor: int | None
         if authorization_id in state.decisions or amount_minor is not None:
             return state
         return replace(state, released={**state.released, authorization_id: now})
-    holds = dict(state.holds)
     left = 0 if amount_minor is None else hold.amount_minor - amount_minor
-    if left <= 0:
-        del holds[authorization_id]
-    else:
-        holds[authorization_id] = replace(hold, amount_minor=left)
-    return replace(state, holds=holds)
+    return set_hold(state, authorization_id, None if left <= 0 else replace(hold, amount_minor=left))
 
 
 def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
     """Release every hold past its expiry and say so, so the ledger releases it too."""
-    expired = [hold for hold in state.holds.values() if hold.expires_at <= now]
-    if not expired:
+    if state.earliest_hold_expiry is None or state.earliest_hold_expiry > now:
         return (), state
+    expired = [hold for hold in state.holds.values() if hold.expires_at <= now]
+    remaining = [hold.expires_at for hold in state.holds.values() if hold.expires_at > now]
+    if not expired:
+        return (), replace(state, earliest_hold_expiry=min(remaining, default=None))
     events = tuple(
         AuthorizationExpired(
             event_id=derived_id("hold_timeout", hold.authorization_id),
@@ -164,8 +159,9 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
         )
         for hold in expired
     )
-    holds = {key: hold for key, hold in state.holds.items() if hold.expires_at > now}
-    return events, replace(state, holds=holds)
+    for hold in expired:
+        state = set_hold(state, hold.authorization_id, None)
+    return events, replace(state, earliest_hold_expiry=min(remaining, default=None))
 
 
 def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:

@@ -8,7 +8,7 @@ Amounts here are integers of minor units in the wallet's currency (the caps' cur
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Literal
@@ -104,7 +104,11 @@ class WalletState:
     cards: Mapping[str, Card] = field(default_factory=dict)
     bindings: Mapping[str, str] = field(default_factory=dict)  # card id (WALLET_WIDE: all cards) → trace
     trace_caps: Mapping[str, int] = field(default_factory=dict)  # trace → its own cap, if not the default
-    holds: Mapping[str, Hold] = field(default_factory=dict)
+    holds: Mapping[str, Hold] = field(default_factory=dict)  # change only through `set_hold`
+    # Running totals of `holds` by scope ("wallet", "card:<id>", "trace:<id>"), so a decision reads
+    # what is held without summing every hold; and the earliest expiry, so sweeps are rare.
+    held: Mapping[str, int] = field(default_factory=dict)
+    earliest_hold_expiry: datetime | None = None
     recent: tuple[Posting, ...] = ()  # the last 24 h of postings, oldest first
     monthly: Mapping[str, int] = field(default_factory=dict)  # "scope@YYYY-MM" → spend
     lifetime: Mapping[str, int] = field(default_factory=dict)  # "card:<id>" / "trace:<id>" → spend
@@ -169,11 +173,36 @@ def _matches(cap: CapKind, scope_id: str, card_id: str, trace_id: str | None) ->
     return card_id == scope_id
 
 
+def _held_scope(cap: CapKind, scope_id: str) -> str:
+    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
+        return "wallet"
+    return f"trace:{scope_id}" if cap == CapKind.TRACE else f"card:{scope_id}"
+
+
 def held_minor(state: WalletState, cap: CapKind, scope_id: str) -> int:
     """What pending holds in the cap's scope add up to; a hold counts until it ends, whatever its age."""
-    return sum(
-        hold.amount_minor for hold in state.holds.values() if _matches(cap, scope_id, hold.card_id, hold.trace_id)
-    )
+    return state.held.get(_held_scope(cap, scope_id), 0)
+
+
+def set_hold(state: WalletState, authorization_id: str, hold: Hold | None) -> WalletState:
+    """Place, resize (`hold`) or end (None) one hold, keeping the running totals exact."""
+    old = state.holds.get(authorization_id)
+    holds = dict(state.holds)
+    held = dict(state.held)
+    for change, sign in ((old, -1), (hold, 1)):
+        if change is None:
+            continue
+        scopes = ["wallet", f"card:{change.card_id}"] + ([f"trace:{change.trace_id}"] if change.trace_id else [])
+        for scope in scopes:
+            held[scope] = held.get(scope, 0) + sign * change.amount_minor
+    if hold is None:
+        holds.pop(authorization_id, None)
+    else:
+        holds[authorization_id] = hold
+    earliest = state.earliest_hold_expiry
+    if hold is not None and (earliest is None or hold.expires_at < earliest):
+        earliest = hold.expires_at
+    return replace(state, holds=holds, held={k: v for k, v in held.items() if v}, earliest_hold_expiry=earliest)
 
 
 def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:

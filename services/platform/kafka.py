@@ -66,16 +66,21 @@ def create_consumer(
     group_id: str | None,
     **options: Any,  # noqa: ANN401 - passed through to aiokafka, whose options are untyped
 ) -> AIOKafkaConsumer:
-    """A consumer that never auto-commits and reads only committed (transactional) records."""
-    defaults: dict[str, Any] = {"max_poll_records": 500}
+    """A consumer that never auto-commits and reads only committed (transactional) records.
+
+    `options` go to aiokafka and may override the defaults (a benchmark reads from the end, say).
+    """
+    defaults: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 500,
+    }
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
         group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
         request_timeout_ms=settings.kafka_request_timeout_ms,
         **(defaults | options),
     )

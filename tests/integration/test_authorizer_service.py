@@ -5,7 +5,9 @@ idempotent, fenced, and bad messages dead-lettered while processing goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ import pytest
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
 from schemas.policies import WalletCaps
+from schemas.registry import Message
 from schemas.topics import Topic, topic_name
 from schemas.wallet import CreateCard, CreateWallet, FreezeCard
 from services.authorizer.runtime import Authorizer
@@ -161,3 +164,48 @@ async def test_a_fenced_zombie_cannot_commit(kafka_topics: Settings, pool: async
     with pytest.raises(Fenced, match=f"at epoch {new_epoch}, we hold {old_epoch}"):
         await store.commit(BatchEffects(offsets={partition: 10}), {partition: old_epoch})
     assert (await store.claim([partition]))[partition][0] == 0
+
+
+@pytest.mark.slow
+async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics: Settings, pool: asyncpg.Pool) -> None:
+    """A second instance joins while requests flow: partitions move, the cap is still exact."""
+    caps = WalletCaps(rolling_24h=usd(70_000))
+    wallets = [f"wal_r{index}" for index in range(6)]
+    commands: list[Message] = []
+    for wallet_id in wallets:
+        fields = command_fields(_now()) | {"wallet_id": wallet_id}
+        commands += [
+            CreateWallet(**fields, caps=caps),
+            CreateCard(**fields | {"command_id": uuid.uuid4()}, card_id=CARD, issuer=Issuer.STRIPE,
+                       issuer_card_token=f"ic_{wallet_id}", last4="4242"),
+        ]  # fmt: skip
+    async with _first_of(_running(kafka_topics, pool)):
+        await apply_commands(kafka_topics, commands)
+        now = _now()
+        flood = [
+            request(100, auth=f"{wallet_id}-{index}", at=now, deadline_at=now + timedelta(minutes=5)).model_copy(
+                update={"wallet_id": wallet_id}
+            )
+            for index in range(1_000)
+            for wallet_id in wallets
+        ]
+        async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, flood[:2_000])
+            async with _first_of(_running(kafka_topics, pool)):
+                await publish(kafka_topics, Topic.AUTH_REQUESTS, flood[2_000:])
+                items = await decisions.wait_for(
+                    lambda items: len({d.issuer_authorization_id for d in items}) >= len(flood), timeout_s=120
+                )
+    first = {d.issuer_authorization_id: d for d in items}
+    approved = Counter(d.wallet_id for d in first.values() if d.approved)
+    assert approved == dict.fromkeys(wallets, 700)
+
+
+@contextlib.asynccontextmanager
+async def _first_of(running: AsyncIterator[Authorizer]) -> AsyncIterator[Authorizer]:
+    """Use an async-generator fixture body as a context manager."""
+    instance = await anext(running)
+    try:
+        yield instance
+    finally:
+        await running.aclose()  # type: ignore[attr-defined]

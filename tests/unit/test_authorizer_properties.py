@@ -87,7 +87,17 @@ def _message(
     return messages[kind]
 
 
+def _recomputed_held(state: WalletState) -> dict[str, int]:
+    """The running hold totals, recomputed the slow way from the holds themselves."""
+    totals: Counter[str] = Counter()
+    for hold in state.holds.values():
+        for scope in ["wallet", f"card:{hold.card_id}"] + ([f"trace:{hold.trace_id}"] if hold.trace_id else []):
+            totals[scope] += hold.amount_minor
+    return {scope: amount for scope, amount in totals.items() if amount}
+
+
 def _within_every_cap(state: WalletState, now: datetime) -> bool:
+    assert dict(state.held) == _recomputed_held(state), "running hold totals drifted from the holds"
     return all(c.spent_minor + c.held_minor <= c.limit_minor for c in applicable_caps(state, CARD, "PR-1", now))
 
 
