@@ -189,17 +189,17 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     """Drop what no rule can need any more, so memory per wallet stays bounded."""
     window_start = now - ROLLING_WINDOW
     horizon = now - MEMORY_HORIZON
+    current = month_key(now, state.time_zone)
+    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
     oldest_decision = next(iter(state.decisions.values()), None)
     if (
         (not state.recent or state.recent[0].at > window_start)
         and (oldest_decision is None or oldest_decision.decided_at > horizon)
         and all(r.until > now for r in state.raises)
         and all(at > horizon for at in state.released.values())
-        and len(state.monthly) <= 2 * (2 + len(state.cards))
+        and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
-    current = month_key(now, state.time_zone)
-    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
     return replace(
         state,
         recent=tuple(p for p in state.recent if p.at > window_start),
