@@ -68,3 +68,9 @@ def _unknown_card_decision(request: AuthorizationRequested, now: datetime) -> Au
         merchant=request.merchant,
         decided_at=now,
     )
+
+
+def sweep(state: WalletState, now: datetime) -> Outcome:
+    """Release the holds that aged out of a wallet no message has touched lately."""
+    expired, swept = expire_holds(forget_old(state, now), now)
+    return expired, swept

@@ -9,12 +9,13 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
@@ -22,7 +23,7 @@ from schemas.registry import InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
 from services.authorizer.decide import derived_id
-from services.authorizer.domain import Inbound, Outbound, decide
+from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import NO_RATES, RateTable, WalletState
 from services.authorizer.store import BatchEffects, Fenced, OutboxRow, Store
 from services.platform.kafka import create_consumer, create_producer
@@ -45,6 +46,8 @@ OUTPUT_TOPIC: dict[str, Topic] = {
 }  # fmt: skip
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 MAX_CACHED_WALLETS = 100_000
+# How often idle wallets are checked for holds past their expiry.
+SWEEP_INTERVAL = timedelta(seconds=60)
 BATCH_MAX_RECORDS = 500
 _log = get_logger("authorizer")
 
@@ -96,9 +99,46 @@ class Authorizer:
             await self._producer.stop()
 
     async def run(self) -> None:
-        """Process batches until cancelled."""
+        """Process batches until cancelled; sweep aged-out holds of idle wallets now and then."""
+        last_sweep = self._clock()
         while True:
             await self.process_batch()
+            if self._clock() - last_sweep >= SWEEP_INTERVAL:
+                last_sweep = self._clock()
+                await self.sweep_expired_holds()
+
+    async def sweep_expired_holds(self) -> int:
+        """Release holds past their expiry on wallets of our partitions, through the usual commit."""
+        now = self._clock()
+        due = [(self._partition_of(w), w) for w in await self._store.wallets_with_expired_holds(now)]
+        wallet_ids = [wallet_id for tp, wallet_id in due if tp in self._epochs]
+        if not wallet_ids:
+            return 0
+        states, effects = await self._load(wallet_ids), BatchEffects()
+        for wallet_id, state in states.items():
+            events, swept = sweep(state, now)
+            if swept is not None:
+                effects.wallets[wallet_id] = swept
+            for event in events:
+                self._emit(effects, event)
+        # The partitions' positions do not move; listing them makes the commit check their epochs.
+        effects.offsets = {tp: self._positions[tp] for tp, _ in due if tp in self._positions}
+        try:
+            rows = await self._store.commit(effects, self._epochs)
+        except Fenced:
+            self._cache.clear()
+            return 0
+        for wallet_id, state in effects.wallets.items():
+            self._remember(wallet_id, state)
+        await self._publish(rows)
+        return len(effects.wallets)
+
+    def _partition_of(self, wallet_id: str) -> tuple[str, int]:
+        """The auth.requests partition a wallet's messages land on (Kafka's default partitioner)."""
+        assert self._consumer is not None  # noqa: S101 - start() runs first
+        name = topic_name(Topic.AUTH_REQUESTS, self._settings.topic_prefix)
+        count = len(self._consumer.partitions_for_topic(name) or ()) or self._settings.kafka_partitions
+        return name, (murmur2(wallet_id.encode()) & 0x7FFFFFFF) % count
 
     async def claim(self, partitions: list[TopicPartition]) -> None:
         """New partitions: take a new epoch for each, seek to the offset kept in Postgres."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -139,15 +140,25 @@ class Store:
     async def _write_wallets(self, connection: asyncpg.Connection, effects: BatchEffects) -> None:
         # Decisions live in their own table; the snapshot keeps the wallet's bounded state only.
         await connection.executemany(
-            """INSERT INTO authorizer.wallet_state (wallet_id, state) VALUES ($1, $2::jsonb)
-               ON CONFLICT (wallet_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()""",
+            """INSERT INTO authorizer.wallet_state (wallet_id, state, earliest_hold_expiry) VALUES ($1, $2::jsonb, $3)
+               ON CONFLICT (wallet_id) DO UPDATE
+               SET state = EXCLUDED.state, earliest_hold_expiry = EXCLUDED.earliest_hold_expiry, updated_at = now()""",
             [
-                (wallet_id, _STATE.dump_json(replace(s, decisions={})).decode())
+                (wallet_id, _STATE.dump_json(replace(s, decisions={})).decode(), s.earliest_hold_expiry)
                 for wallet_id, s in effects.wallets.items()
             ],
         )
         for event in effects.directory:
             await _write_directory(connection, event)
+
+    async def wallets_with_expired_holds(self, now: datetime, limit: int = 1_000) -> list[str]:
+        """Wallets holding money past its expiry (whatever partition they are on)."""
+        rows = await self._pool.fetch(
+            """SELECT wallet_id FROM authorizer.wallet_state WHERE earliest_hold_expiry <= $1
+               ORDER BY earliest_hold_expiry LIMIT $2""",
+            now, limit,
+        )  # fmt: skip
+        return [row["wallet_id"] for row in rows]
 
     async def unpublished(self, limit: int = 1_000) -> list[OutboxRow]:
         """Rows committed but not yet published (after a crash between commit and publish)."""

@@ -209,3 +209,29 @@ async def _first_of(running: AsyncIterator[Authorizer]) -> AsyncIterator[Authori
         yield instance
     finally:
         await running.aclose()  # type: ignore[attr-defined]
+
+
+async def test_holds_of_an_idle_wallet_expire_without_any_new_message(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """Seven days after an approval nobody cleared, the sweep releases the hold and says so."""
+    clock = {"now": _now()}
+    authorizer = Authorizer(kafka_topics, pool, clock=lambda: clock["now"])
+    await authorizer.start()
+    task = asyncio.create_task(authorizer.run())
+    try:
+        await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(10_000)))
+        async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(1, 100, "idle-"))
+            await decisions.wait_for(lambda items: len(items) >= 1)
+        async with Collector(kafka_topics, Topic.ISSUER_EVENTS) as lifecycle:
+            clock["now"] += timedelta(days=7, minutes=1)
+            expired = await lifecycle.wait_for(lambda items: len(items) >= 1)
+    finally:
+        task.cancel()
+        await authorizer.stop()
+    held = await pool.fetchval("SELECT state->'held' FROM authorizer.wallet_state WHERE wallet_id = $1", WALLET)
+    assert ([(e.type, e.issuer_authorization_id, e.cause) for e in expired], held) == (
+        [("authorization_expired", "idle-0", "hold_timeout")],
+        "{}",
+    )
