@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,8 @@ class Authorizer:
         self._epochs: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        # Where batch time goes (decide, commit, publish), for benchmarks and metrics.
+        self.seconds_by_stage: dict[str, float] = dict.fromkeys(("decide", "commit", "publish"), 0.0)
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -168,7 +171,9 @@ class Authorizer:
         )
         if not records:
             return 0
+        started = time.perf_counter()
         effects, new_states = await self._decide_batch(records)
+        decided = time.perf_counter()
         try:
             rows = await self._store.commit(effects, self._epochs)
         except Fenced as error:
@@ -184,7 +189,12 @@ class Authorizer:
         self._positions.update(effects.offsets)
         for wallet_id, state in new_states.items():
             self._remember(wallet_id, state)
+        committed = time.perf_counter()
         await self._publish(rows)
+        spent = {"decide": decided - started, "commit": committed - decided, "publish": time.perf_counter() - committed}
+        for stage, seconds in spent.items():
+            self.seconds_by_stage[stage] += seconds
+        _log.debug("batch_done", records=len(records), **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()})
         return len(records)
 
     async def _decide_batch(self, records: list[Record]) -> tuple[BatchEffects, dict[str, WalletState]]:
