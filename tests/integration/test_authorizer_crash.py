@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from schemas.authorizations import AuthorizationDecided
 from schemas.common import Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.topics import Topic
@@ -97,3 +98,51 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
         600,
         REQUESTS,
     )
+
+
+@pytest.mark.slow
+async def test_a_paused_zombie_resumed_after_its_partitions_moved_changes_nothing(
+    kafka_topics: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """SIGSTOP one instance, let another take over, SIGCONT the first: the cap stays exact."""
+    settings = kafka_topics
+    now = datetime.now(UTC)
+    first = _start(settings, tmp_path / "first.log")
+    second: subprocess.Popen[bytes] | None = None
+    await apply_commands(
+        settings,
+        [
+            CreateWallet(**command_fields(now), caps=WalletCaps(rolling_24h=usd(30_000))),
+            CreateCard(
+                **command_fields(now), card_id=CARD, issuer=Issuer.STRIPE, issuer_card_token="ic_1", last4="4242"
+            ),
+        ],
+    )
+    requests = [request(100, auth=f"z{i}", at=now, deadline_at=now + timedelta(minutes=5)) for i in range(500)]
+    try:
+        async with Collector(settings, Topic.AUTH_DECISIONS) as decisions:
+            await publish(settings, Topic.AUTH_REQUESTS, requests[:100])
+            await decisions.wait_for(lambda items: len(items) >= 100)
+            first.send_signal(signal.SIGSTOP)
+            second = _start(settings, tmp_path / "second.log")
+            await publish(settings, Topic.AUTH_REQUESTS, requests[100:400])
+            await decisions.wait_for(lambda items: len({d.issuer_authorization_id for d in items}) >= 400, 120)
+            first.send_signal(signal.SIGCONT)
+            await publish(settings, Topic.AUTH_REQUESTS, requests[400:])
+            items = await decisions.wait_for(lambda items: len({d.issuer_authorization_id for d in items}) >= 500, 120)
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    answers: dict[str, AuthorizationDecided] = {}
+    for decision in items:
+        assert answers.setdefault(decision.issuer_authorization_id, decision) == decision, "a repeat changed"
+    approved = len([d for d in answers.values() if d.approved])
+    held = await pool.fetchval(
+        "SELECT jsonb_array_length(jsonb_path_query_array(state, '$.holds.*')) FROM authorizer.wallet_state"
+        " WHERE wallet_id = $1",
+        WALLET,
+    )
+    assert (approved, held) == (300, 300)
