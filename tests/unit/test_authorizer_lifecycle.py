@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from schemas.common import CapKind, ReasonCode
-from schemas.issuer_events import AuthorizationExpired
 from schemas.policies import WalletCaps
 from schemas.wallet import CapBreachedByIssuer
 from services.authorizer.state import WalletState, held_minor, spent_minor
@@ -109,4 +108,3 @@ def test_holds_without_clearing_expire_after_seven_days() -> None:
         ("AuthorizationDecided", None, True),
     ]
     assert list(state.holds) == ["a2"]
-    assert isinstance(events[0], AuthorizationExpired)
