@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,9 +110,9 @@ async def _background(work: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIte
         task.cancel()
 
 
-async def _passthrough(settings: Settings, source: str, sink: str) -> None:
-    """The ceiling: consume a batch, produce each value unchanged, no logic, no database."""
-    consumer = create_consumer(settings, [source], group_id=f"passthrough-{uuid.uuid4().hex[:8]}")
+async def _relay(settings: Settings, source: str, sink: str, answer: Callable[[bytes], Awaitable[bytes]]) -> None:
+    """Consume `source` in batches and produce `answer(value)` for each record to `sink`."""
+    consumer = create_consumer(settings, [source], group_id=f"relay-{uuid.uuid4().hex[:8]}")
     producer = create_producer(settings)
     await consumer.start()
     await producer.start()
@@ -120,39 +120,40 @@ async def _passthrough(settings: Settings, source: str, sink: str) -> None:
         while True:
             for records in (await consumer.getmany(timeout_ms=100, max_records=500)).values():
                 for record in records:
-                    await producer.send(sink, record.value, key=record.key)
+                    await producer.send(sink, await answer(record.value or b""), key=record.key)
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _passthrough(settings: Settings, source: str, sink: str) -> None:
+    """The ceiling: consume a batch, produce each value unchanged, no logic, no database."""
+
+    async def unchanged(value: bytes) -> bytes:
+        return value
+
+    await _relay(settings, source, sink, unchanged)
 
 
 async def _naive(settings: Settings, pool: asyncpg.Pool, source: str, sink: str) -> None:
     """The usual design: one transaction per request, the wallet row locked, then publish."""
-    consumer = create_consumer(settings, [source], group_id=f"naive-{uuid.uuid4().hex[:8]}")
-    producer = create_producer(settings)
-    await consumer.start()
-    await producer.start()
-    try:
-        while True:
-            for records in (await consumer.getmany(timeout_ms=100, max_records=500)).values():
-                for record in records:
-                    request = parse(Topic.AUTH_REQUESTS, record.value or b"")
-                    assert isinstance(request, AuthorizationRequested)  # noqa: S101 - bench input is ours
-                    async with pool.acquire() as connection, connection.transaction():
-                        spent = await connection.fetchval(
-                            "SELECT spent_minor FROM bench_naive WHERE wallet_id = $1 FOR UPDATE", request.wallet_id
-                        )
-                        approved = spent + request.amount.amount_minor <= 10**9
-                        if approved:
-                            await connection.execute(
-                                "UPDATE bench_naive SET spent_minor = spent_minor + $2 WHERE wallet_id = $1",
-                                request.wallet_id, request.amount.amount_minor,
-                            )  # fmt: skip
-                    answer = {"issuer_authorization_id": request.issuer_authorization_id, "approved": approved}
-                    await producer.send(sink, json.dumps(answer).encode(), key=record.key)
-    finally:
-        await consumer.stop()
-        await producer.stop()
+
+    async def decide_in_postgres(value: bytes) -> bytes:
+        request = parse(Topic.AUTH_REQUESTS, value)
+        assert isinstance(request, AuthorizationRequested)  # noqa: S101 - bench input is ours
+        async with pool.acquire() as connection, connection.transaction():
+            spent = await connection.fetchval(
+                "SELECT spent_minor FROM bench_naive WHERE wallet_id = $1 FOR UPDATE", request.wallet_id
+            )
+            approved = spent + request.amount.amount_minor <= 10**9
+            if approved:
+                await connection.execute(
+                    "UPDATE bench_naive SET spent_minor = spent_minor + $2 WHERE wallet_id = $1",
+                    request.wallet_id, request.amount.amount_minor,
+                )  # fmt: skip
+        return json.dumps({"issuer_authorization_id": request.issuer_authorization_id, "approved": approved}).encode()
+
+    await _relay(settings, source, sink, decide_in_postgres)
 
 
 async def _prepare(settings: Settings, pool: asyncpg.Pool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CAP_REASONS, CapKind, CapStatus, ReasonCode
@@ -128,6 +129,20 @@ def _policy_reason(state: WalletState, request: AuthorizationRequested, now: dat
     return next((reason for failed, reason in ordered if failed), None)
 
 
+def answer_fields(request: AuthorizationRequested) -> dict[str, Any]:
+    """What every decision repeats from its request, with an id derived from the authorization id."""
+    return {
+        "event_id": derived_id("decision", request.issuer_authorization_id),
+        "request_event_id": request.event_id,
+        "wallet_id": request.wallet_id,
+        "card_id": request.card_id,
+        "issuer": request.issuer,
+        "issuer_authorization_id": request.issuer_authorization_id,
+        "amount": request.amount,
+        "merchant": request.merchant,
+    }
+
+
 def decide_authorization(
     state: WalletState, request: AuthorizationRequested, now: datetime, rates: RateTable = NO_RATES
 ) -> tuple[AuthorizationDecided, WalletState]:
@@ -146,18 +161,11 @@ def decide_authorization(
         reason = _REASON_BY_CAP[failed.cap]
     approved = reason is None
     decision = AuthorizationDecided(
-        event_id=derived_id("decision", request.issuer_authorization_id),
-        request_event_id=request.event_id,
-        wallet_id=state.wallet_id,
-        card_id=request.card_id,
-        issuer=request.issuer,
-        issuer_authorization_id=request.issuer_authorization_id,
+        **answer_fields(request),
         approved=approved,
         reason=ReasonCode.APPROVED if reason is None else reason,
         failed_cap=None if failed is None else failed.cap,
-        amount=request.amount,
         cap_amount=None if cap_minor is None else Money.of(cap_minor, state.currency),
-        merchant=request.merchant,
         trace_id=trace_id,
         caps=tuple(check.status(state.currency, cap_minor if approved and cap_minor else 0) for check in checks),
         decided_at=now,

@@ -13,7 +13,7 @@ from schemas.common import ReasonCode
 from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
 from schemas.wallet import AnyWalletCommand, AnyWalletEvent
 from services.authorizer.commands import apply_command
-from services.authorizer.decide import decide_authorization, derived_id, forget_old
+from services.authorizer.decide import answer_fields, decide_authorization, forget_old
 from services.authorizer.lifecycle import apply_issuer_event, expire_holds
 from services.authorizer.state import NO_RATES, RateTable, WalletState
 
@@ -56,17 +56,7 @@ def _without_wallet(message: Inbound, now: datetime) -> Outcome:
 
 def _unknown_card_decision(request: AuthorizationRequested, now: datetime) -> AuthorizationDecided:
     return AuthorizationDecided(
-        event_id=derived_id("decision", request.issuer_authorization_id),
-        request_event_id=request.event_id,
-        wallet_id=request.wallet_id,
-        card_id=request.card_id,
-        issuer=request.issuer,
-        issuer_authorization_id=request.issuer_authorization_id,
-        approved=False,
-        reason=ReasonCode.CARD_NOT_FOUND,
-        amount=request.amount,
-        merchant=request.merchant,
-        decided_at=now,
+        **answer_fields(request), approved=False, reason=ReasonCode.CARD_NOT_FOUND, decided_at=now
     )
 
 

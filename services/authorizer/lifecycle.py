@@ -47,16 +47,7 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
     minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
     if hold is None:
         # A capture we never held for (expired, or never asked): it is spend the issuer moved anyway.
-        trace_id = _trace_of(state, event.issuer_authorization_id, event.card_id)
-        return _count_unasked(
-            state,
-            card_id=event.card_id,
-            trace_id=trace_id,
-            minor=minor,
-            at=event.occurred_at,
-            transaction_id=event.issuer_transaction_id,
-            now=now,
-        )
+        return _count_unasked(state, event, _trace_of(state, event.issuer_authorization_id, event.card_id), minor, now)
     remaining_hold = max(0, hold.amount_minor - minor)
     kept = None if event.final or remaining_hold == 0 else replace(hold, amount_minor=remaining_hold)
     # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
@@ -69,30 +60,15 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
 
 def _force_post(state: WalletState, event: ForcePosted, now: datetime, rates: RateTable) -> LifecycleOutcome:
     minor = _in_wallet_currency(state, event.amount, None, rates)
-    trace_id = bound_trace(state, event.card_id)
-    return _count_unasked(
-        state,
-        card_id=event.card_id,
-        trace_id=trace_id,
-        minor=minor,
-        at=event.occurred_at,
-        transaction_id=event.issuer_transaction_id,
-        now=now,
-    )
+    return _count_unasked(state, event, bound_trace(state, event.card_id), minor, now)
 
 
 def _count_unasked(
-    state: WalletState,
-    *,
-    card_id: str,
-    trace_id: str | None,
-    minor: int,
-    at: datetime,
-    transaction_id: str,
-    now: datetime,
+    state: WalletState, event: AuthorizationCleared | ForcePosted, trace_id: str | None, minor: int, now: datetime
 ) -> LifecycleOutcome:
-    posted = post_spend(state, Posting(at, card_id, trace_id, minor))
-    return _breaches(state, posted, card_id, trace_id, transaction_id, now), posted
+    """Spend the issuer moved without our approval: counted at its time; breaches reported."""
+    posted = post_spend(state, Posting(event.occurred_at, event.card_id, trace_id, minor))
+    return _breaches(state, posted, event.card_id, trace_id, event.issuer_transaction_id, now), posted
 
 
 def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, always passed together
