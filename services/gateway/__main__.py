@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from services.gateway.app import DEFAULT_HEALTH_PORT, build
-from services.platform.service import run
-from services.platform.settings import load_settings
-
-
-def main() -> None:
-    """Read settings once, build the service, run it."""
-    settings = load_settings(service_name="pursestrings-gateway")
-    port = int(os.environ.get("PURSESTRINGS_GATEWAY_HEALTH_PORT", DEFAULT_HEALTH_PORT))
-    asyncio.run(run(build(settings, health_port=port)))
-
+from services.platform.service import main
 
 if __name__ == "__main__":
-    main()
+    main("gateway", build, DEFAULT_HEALTH_PORT)

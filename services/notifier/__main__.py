@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from services.notifier.app import DEFAULT_HEALTH_PORT, build
-from services.platform.service import run
-from services.platform.settings import load_settings
-
-
-def main() -> None:
-    """Read settings once, build the service, run it."""
-    settings = load_settings(service_name="pursestrings-notifier")
-    port = int(os.environ.get("PURSESTRINGS_NOTIFIER_HEALTH_PORT", DEFAULT_HEALTH_PORT))
-    asyncio.run(run(build(settings, health_port=port)))
-
+from services.platform.service import main
 
 if __name__ == "__main__":
-    main()
+    main("notifier", build, DEFAULT_HEALTH_PORT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from services.platform.health import check_kafka, check_postgres
 from services.platform.kafka import ensure_topics, project_topics
 from services.platform.logging import configure_logging, get_logger
 from services.platform.migrations import apply_migrations
-from services.platform.settings import Settings
+from services.platform.settings import Settings, load_settings
 
 _HEALTH_READ_TIMEOUT_S = 5
 
@@ -75,6 +76,16 @@ async def _serve_health(settings: Settings, reader: asyncio.StreamReader, writer
         pass  # a client that hangs up or never speaks gets nothing; the service is unaffected
     finally:
         writer.close()
+
+
+def main(name: str, build: Callable[[Settings, int], Service], default_health_port: int) -> None:
+    """A service's `python -m` entry: read settings once, build the service, run it to the end.
+
+    The health port can be moved with PURSESTRINGS_<NAME>_HEALTH_PORT (0 picks a free one).
+    """
+    settings = load_settings(service_name=f"pursestrings-{name}")
+    port = int(os.environ.get(f"PURSESTRINGS_{name.upper()}_HEALTH_PORT", default_health_port))
+    asyncio.run(run(build(settings, port)))
 
 
 async def run(service: Service) -> None:
