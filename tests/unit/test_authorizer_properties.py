@@ -5,6 +5,8 @@ is spent never exceeds any cap, and every hold ends exactly once (posted, releas
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,10 +103,27 @@ def _within_every_cap(state: WalletState, now: datetime) -> bool:
     return all(c.spent_minor + c.held_minor <= c.limit_minor for c in applicable_caps(state, CARD, "PR-1", now))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(operations)
-def test_approved_plus_spent_never_exceeds_any_cap(ops: list[tuple[Any, ...]]) -> None:
-    """At every step of any sequence, every cap's spend plus holds stays within its limit."""
+@dataclass(frozen=True)
+class Step:
+    """One applied operation: what it was, the state before and after, what it produced, and when."""
+
+    operation: tuple[Any, ...]
+    before: WalletState
+    after: WalletState
+    events: tuple[Any, ...]
+    now: datetime
+
+    def new_approvals(self) -> list[tuple[str, int]]:
+        """Authorizations this step approved for the first time (a redelivery approves nothing new)."""
+        return [
+            (e.issuer_authorization_id, e.amount.amount_minor)
+            for e in self.events
+            if isinstance(e, AuthorizationDecided) and e.approved and self.operation[0].startswith("auth")
+        ]
+
+
+def _replay(ops: list[tuple[Any, ...]]) -> Iterator[Step]:
+    """Apply `ops` in order from the starting wallet, advancing the clock where told."""
     state, now = _start(), NOW
     approved: list[tuple[str, int]] = []
     for step, operation in enumerate(ops):
@@ -116,36 +135,34 @@ def test_approved_plus_spent_never_exceeds_any_cap(ops: list[tuple[Any, ...]]) -
             continue
         events, after = decide(state, message, now)
         assert after is not None
+        applied = Step(operation, state, after, events, now)
+        approved += applied.new_approvals()
         state = after
-        for event in events:
-            if isinstance(event, AuthorizationDecided) and event.approved and operation[0].startswith("auth"):
-                approved.append((event.issuer_authorization_id, event.amount.amount_minor))
+        yield applied
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations)
+def test_approved_plus_spent_never_exceeds_any_cap(ops: list[tuple[Any, ...]]) -> None:
+    """At every step of any sequence, every cap's spend plus holds stays within its limit."""
+    for step in _replay(ops):
+        for event in step.events:
+            if isinstance(event, AuthorizationDecided) and event.approved and step.operation[0].startswith("auth"):
                 assert all(cap.over_by.amount_minor == 0 for cap in event.caps)
-        assert _within_every_cap(state, now), f"over a cap after step {step}: {operation}"
+        assert _within_every_cap(step.after, step.now), f"over a cap after {step.operation}"
 
 
 @settings(max_examples=200, deadline=None)
 @given(operations)
 def test_every_hold_ends_exactly_once(ops: list[tuple[Any, ...]]) -> None:
     """Once the hold lifetime has passed, every approved hold has ended exactly once."""
-    state, now = _start(), NOW
-    approved: list[tuple[str, int]] = []
+    approved: list[str] = []
     ends: list[str] = []
-    for step, operation in [*enumerate(ops), (len(ops), ("advance", 8 * 24 * 60)), (len(ops) + 1, ("refund", 1))]:
-        if operation[0] == "advance":
-            now += timedelta(minutes=operation[1])
-            continue
-        message = _message(state, operation, step, approved, now)
-        if message is None:
-            continue
-        events, after = decide(state, message, now)
-        assert after is not None
-        timed_out = {e.issuer_authorization_id for e in events if isinstance(e, AuthorizationExpired)}
-        ends += [*timed_out, *(set(state.holds) - set(after.holds) - timed_out)]
-        state = after
-        approved += [
-            (e.issuer_authorization_id, e.amount.amount_minor)
-            for e in events
-            if isinstance(e, AuthorizationDecided) and e.approved and operation[0].startswith("auth")
-        ]
-    assert (dict(state.holds), Counter(ends)) == ({}, Counter(auth for auth, _ in approved))
+    final: WalletState | None = None
+    for step in _replay([*ops, ("advance", 8 * 24 * 60), ("refund", 1)]):
+        timed_out = {e.issuer_authorization_id for e in step.events if isinstance(e, AuthorizationExpired)}
+        ends += [*timed_out, *(set(step.before.holds) - set(step.after.holds) - timed_out)]
+        approved += [auth for auth, _ in step.new_approvals()]
+        final = step.after
+    assert final is not None  # the closing refund always applies
+    assert (dict(final.holds), Counter(ends)) == ({}, Counter(approved))
