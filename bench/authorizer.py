@@ -2,8 +2,11 @@
 measured in one run against (1) an aiokafka consume→produce pass-through with no logic, the ceiling
 of this stack, and (2) a naive authorizer doing one row-locked Postgres transaction per request.
 
-All three run in this process, on the same real Kafka and Postgres, fed the same pre-serialized
-requests; latency is from a request's send to its decision's receipt (one clock).
+Each system under test runs as a process of its own (the authorizer through its real entry point,
+`python -m services.authorizer`; the baselines through `bench._worker`), on the same real Kafka and a
+fresh Postgres database, fed the same pre-serialized requests by this process; latency is from a
+request's send to its decision's receipt (one clock). Every system is warmed up (group joined,
+wallets cached) before it is timed.
 """
 
 from __future__ import annotations
@@ -11,29 +14,33 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from pydantic import SecretStr
 
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.money import Money
 from schemas.policies import WalletCaps
-from schemas.registry import parse, serialize
+from schemas.registry import serialize
 from schemas.topics import Topic, topic_name
 from schemas.wallet import CreateCard, CreateWallet
-from services.authorizer.runtime import Authorizer
 from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
 from services.platform.logging import configure_logging
 from services.platform.migrations import apply_migrations
-from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
 from tests.support.samples import MERCHANT
 
@@ -42,6 +49,10 @@ WALLETS = 64
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 PACED_RATE_PER_S = 5_000
 PACED_SECONDS = 3
+LIGHT_RATE_PER_S = 1_000
+WARM_UP = WALLETS * 4
+# BENCH_PROFILE=1 records where the authorizer's time goes (folded stacks, for flamegraph tools).
+PROFILE = RESULTS.with_name("authorizer-profile.txt") if os.environ.get("BENCH_PROFILE") else None
 
 
 def _requests(count: int, tag: str) -> list[tuple[str, bytes, bytes]]:
@@ -101,67 +112,56 @@ async def _drive(
     }
 
 
+@contextmanager
+def _process(command: list[str], settings: Settings, **env: str) -> Iterator[list[str]]:
+    """Run `command` with the bench's settings in its environment; yield its log lines at exit."""
+    environment = os.environ | {
+        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
+        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "PURSESTRINGS_LOG_FORMAT": "json",
+        "PURSESTRINGS_LOG_LEVEL": "info",
+        **env,
+    }
+    # Output goes to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty process.
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603 - our own modules
+        lines: list[str] = []
+        try:
+            yield lines
+        finally:
+            if command[0].endswith("py-spy"):
+                # The profiler writes its output once the profiled process ends: stop that one.
+                subprocess.run(["pkill", "-TERM", "-P", str(process.pid)], check=False)  # noqa: S603, S607 - procps, fixed arguments
+            else:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+            output.seek(0)
+            lines += output.read().decode(errors="replace").splitlines()
+
+
 @asynccontextmanager
-async def _background(work: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
-    task = asyncio.create_task(work())
+async def _fresh_database(base: Settings) -> AsyncIterator[Settings]:
+    """A new database for this run (so no earlier run's decisions answer this one's requests)."""
+    url = base.database_url.get_secret_value()
+    name = f"pursestrings_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn=url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
     try:
-        yield
+        connection = await asyncpg.connect(dsn=fresh)
+        try:
+            await apply_migrations(connection)
+        finally:
+            await connection.close()
+        yield base.model_copy(update={"database_url": SecretStr(fresh)})
     finally:
-        task.cancel()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
-async def _relay(settings: Settings, source: str, sink: str, answer: Callable[[bytes], Awaitable[bytes]]) -> None:
-    """Consume `source` in batches and produce `answer(value)` for each record to `sink`."""
-    consumer = create_consumer(settings, [source], group_id=f"relay-{uuid.uuid4().hex[:8]}")
-    producer = create_producer(settings)
-    await consumer.start()
-    await producer.start()
-    try:
-        while True:
-            for records in (await consumer.getmany(timeout_ms=100, max_records=500)).values():
-                for record in records:
-                    await producer.send(sink, await answer(record.value or b""), key=record.key)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
-async def _passthrough(settings: Settings, source: str, sink: str) -> None:
-    """The ceiling: consume a batch, produce each value unchanged, no logic, no database."""
-
-    async def unchanged(value: bytes) -> bytes:
-        return value
-
-    await _relay(settings, source, sink, unchanged)
-
-
-async def _naive(settings: Settings, pool: asyncpg.Pool, source: str, sink: str) -> None:
-    """The usual design: one transaction per request, the wallet row locked, then publish."""
-
-    async def decide_in_postgres(value: bytes) -> bytes:
-        request = parse(Topic.AUTH_REQUESTS, value)
-        assert isinstance(request, AuthorizationRequested)  # noqa: S101 - bench input is ours
-        async with pool.acquire() as connection, connection.transaction():
-            spent = await connection.fetchval(
-                "SELECT spent_minor FROM bench_naive WHERE wallet_id = $1 FOR UPDATE", request.wallet_id
-            )
-            approved = spent + request.amount.amount_minor <= 10**9
-            if approved:
-                await connection.execute(
-                    "UPDATE bench_naive SET spent_minor = spent_minor + $2 WHERE wallet_id = $1",
-                    request.wallet_id, request.amount.amount_minor,
-                )  # fmt: skip
-        return json.dumps({"issuer_authorization_id": request.issuer_authorization_id, "approved": approved}).encode()
-
-    await _relay(settings, source, sink, decide_in_postgres)
-
-
-async def _prepare(settings: Settings, pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as connection:
-        await apply_migrations(connection)
-        await connection.execute("DROP TABLE IF EXISTS bench_naive")
-        await connection.execute("CREATE TABLE bench_naive (wallet_id text PRIMARY KEY, spent_minor bigint NOT NULL)")
-        await connection.executemany("INSERT INTO bench_naive VALUES ($1, 0)", [(f"bw{i}",) for i in range(WALLETS)])
+async def _prepare(settings: Settings) -> None:
+    """Topics (the project's and the baselines' in/out) and the bench's wallets and cards."""
     specs = project_topics(settings)
     extra = [
         type(specs[0])(f"{settings.topic_prefix}.bench.{name}", settings.kafka_partitions) for name in ("in", "out")
@@ -183,30 +183,53 @@ async def _prepare(settings: Settings, pool: asyncpg.Pool) -> None:
     await producer.stop()
 
 
+def _stage_seconds(lines: list[str]) -> dict[str, float | int]:
+    """The authorizer's own split of its batch time, from the log line it writes when it stops."""
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "authorizer_stopped":
+            split = {key: round(value, 2) for key, value in record["seconds_by_stage"].items()}
+            return split | {"batches": record["batches"], "records": record["records"]}
+    return {}
+
+
 async def _measure() -> dict[str, Any]:
     base = load_settings("pursestrings-bench")
-    settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}", "kafka_partitions": 12})
-    pool = await create_pool(settings)
-    requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
-    decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
-    bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
-    await _prepare(settings, pool)
+    base = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}", "kafka_partitions": 12})
     results: dict[str, Any] = {}
-    async with _background(lambda: _passthrough(settings, bench_in, bench_out)):
-        results["passthrough"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS, "p"), None)
-    async with _background(lambda: _naive(settings, pool, bench_in, bench_out)):
-        results["naive"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS // 4, "n"), None)
-    authorizer = Authorizer(settings, pool)
-    await authorizer.start()
-    async with _background(authorizer.run):
-        await _drive(settings, requests_topic, decisions_topic, _requests(WALLETS * 4, "w"), None)  # warm the cache
-        authorizer.seconds_by_stage.update(dict.fromkeys(authorizer.seconds_by_stage, 0.0))
-        results["authorizer"] = await _drive(settings, requests_topic, decisions_topic, _requests(REQUESTS, "a"), None)
-        results["authorizer_stage_seconds"] = {k: round(v, 2) for k, v in authorizer.seconds_by_stage.items()}
-        paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "l")
-        results["authorizer_paced"] = await _drive(settings, requests_topic, decisions_topic, paced, PACED_RATE_PER_S)
-    await authorizer.stop()
-    await pool.close()
+    async with _fresh_database(base) as settings:
+        await _prepare(settings)
+        requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
+        decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
+        bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
+        worker = [sys.executable, "-m", "bench._worker"]
+        with _process([*worker, "passthrough", bench_in, bench_out], settings):
+            await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "pw"), None)
+            results["passthrough"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS, "p"), None)
+            light = _requests(LIGHT_RATE_PER_S * PACED_SECONDS, "pm")
+            results["passthrough_light"] = await _drive(settings, bench_in, bench_out, light, LIGHT_RATE_PER_S)
+        with _process([*worker, "naive", bench_in, bench_out], settings):
+            await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "nw"), None)
+            results["naive"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS // 8, "n"), None)
+        command = [sys.executable, "-m", "services.authorizer"]
+        if PROFILE:
+            # A sampling profile of the authorizer process only (py-spy, a dev dependency).
+            profiler = Path(sys.executable).with_name("py-spy")
+            command = [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(PROFILE), "--",
+                       *command]  # fmt: skip
+        topics = (requests_topic, decisions_topic)
+        with _process(command, settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0") as log:
+            await _drive(settings, *topics, _requests(WARM_UP, "w"), None)
+            results["authorizer"] = await _drive(settings, *topics, _requests(REQUESTS, "a"), None)
+            paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "l")
+            results["authorizer_paced"] = await _drive(settings, *topics, paced, PACED_RATE_PER_S)
+            # Latency below saturation too: at 5,000/s a slower system measures its queue, not itself.
+            light = _requests(LIGHT_RATE_PER_S * PACED_SECONDS, "m")
+            results["authorizer_light"] = await _drive(settings, *topics, light, LIGHT_RATE_PER_S)
+        results["authorizer_stage_seconds_whole_run"] = _stage_seconds(log)
     return results
 
 
@@ -224,6 +247,10 @@ def main() -> None:
         "p50_ms_at_5k": round(results["authorizer_paced"]["p50_ms"], 2),
         "p99_ms_at_5k": round(results["authorizer_paced"]["p99_ms"], 2),
         "achieved_paced_per_s": round(results["authorizer_paced"]["per_s"]),
+        "p50_ms_at_1k": round(results["authorizer_light"]["p50_ms"], 2),
+        "p99_ms_at_1k": round(results["authorizer_light"]["p99_ms"], 2),
+        "passthrough_p50_ms_at_1k": round(results["passthrough_light"]["p50_ms"], 2),
+        "passthrough_p99_ms_at_1k": round(results["passthrough_light"]["p99_ms"], 2),
         "cores": os.cpu_count(),
         "requests": REQUESTS,
         "details": results,
@@ -232,7 +259,7 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     printed = {key: value for key, value in summary.items() if key != "details"}
-    printed["authorizer_stage_seconds"] = results["authorizer_stage_seconds"]
+    printed["authorizer_stage_seconds_whole_run"] = results["authorizer_stage_seconds_whole_run"]
     print(json.dumps(printed, indent=2))
 
 

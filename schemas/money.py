@@ -10,6 +10,8 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from schemas.trusted import trusted
+
 # ISO 4217 minor-unit exponents for the currencies a card program meets. A currency missing here
 # is rejected rather than guessed: a wrong exponent is a 100x error.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -51,6 +53,12 @@ AmountMinor = Annotated[
 ]
 
 
+# Recently built amounts, shared: a Money is immutable, and a decision repeats most of its amounts
+# (limits, zero, what was spent) from the one before. Cleared whole when full.
+_KNOWN: dict[tuple[int, str], Money] = {}
+_KNOWN_MAX = 65_536
+
+
 class Money(BaseModel):
     """A non-negative amount in minor units of one currency; `exponent` is the currency's."""
 
@@ -82,7 +90,22 @@ class Money(BaseModel):
 
     @classmethod
     def of(cls, amount_minor: int, currency: str) -> Money:
-        """Shorthand constructor: `Money.of(150, "USD")` is $1.50."""
+        """Shorthand constructor: `Money.of(150, "USD")` is $1.50.
+
+        Values that plainly pass every rule are built without the validator, and recent ones are
+        shared (a decision builds a couple of dozen amounts, mostly repeats); anything else goes
+        through the validator and fails the same way.
+        """
+        known = _KNOWN.get((amount_minor, currency))
+        if known is not None and type(amount_minor) is int:
+            return known
+        exponent = CURRENCY_EXPONENTS.get(currency)
+        if type(amount_minor) is int and 0 <= amount_minor <= MAX_AMOUNT_MINOR and exponent is not None:
+            money = trusted(cls, {"amount_minor": amount_minor, "currency": currency, "exponent": exponent})
+            if len(_KNOWN) >= _KNOWN_MAX:
+                _KNOWN.clear()
+            _KNOWN[(amount_minor, currency)] = money
+            return money
         return cls(amount_minor=amount_minor, currency=currency)
 
     @classmethod

@@ -6,15 +6,19 @@ async, no clock: `now` is given, so replaying the log gives the same answers.
 
 from __future__ import annotations
 
+import bisect
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CAP_REASONS, CapKind, CapStatus, ReasonCode
 from schemas.money import Money
+from schemas.trusted import trusted
 from services.authorizer.state import (
+    DECISION_PRUNE_EVERY,
     DEFAULT_HOLD_TTL,
     MEMORY_HORIZON,
     NO_RATES,
@@ -22,7 +26,9 @@ from services.authorizer.state import (
     Hold,
     Posting,
     RateTable,
+    Remembered,
     WalletState,
+    as_map,
     bound_trace,
     held_minor,
     month_end,
@@ -59,17 +65,24 @@ class CapCheck:
         return self.spent_minor + self.held_minor + amount_minor <= self.limit_minor
 
     def status(self, currency: str, extra_held_minor: int = 0) -> CapStatus:
-        """The contract's view of this cap, optionally with a new hold counted."""
+        """The contract's view of this cap, optionally with a new hold counted.
+
+        Built without re-validation: every field is one of ours, and the amounts inside went
+        through `Money.of`'s checks.
+        """
         used = self.spent_minor + self.held_minor + extra_held_minor
-        return CapStatus(
-            cap=self.cap,
-            scope_id=self.scope_id,
-            limit=Money.of(self.limit_minor, currency),
-            spent=Money.of(self.spent_minor, currency),
-            held=Money.of(self.held_minor + extra_held_minor, currency),
-            remaining=Money.of(max(0, self.limit_minor - used), currency),
-            over_by=Money.of(max(0, used - self.limit_minor), currency),
-            window_ends_at=self.window_ends_at,
+        return trusted(
+            CapStatus,
+            {
+                "cap": self.cap,
+                "scope_id": self.scope_id,
+                "limit": Money.of(self.limit_minor, currency),
+                "spent": Money.of(self.spent_minor, currency),
+                "held": Money.of(self.held_minor + extra_held_minor, currency),
+                "remaining": Money.of(max(0, self.limit_minor - used), currency),
+                "over_by": Money.of(max(0, used - self.limit_minor), currency),
+                "window_ends_at": self.window_ends_at,
+            },
         )
 
 
@@ -149,7 +162,7 @@ def decide_authorization(
     """Approve (placing a hold) or decline `request`; a request seen before gets its first answer."""
     earlier = state.decisions.get(request.issuer_authorization_id)
     if earlier is not None:
-        return earlier, state
+        return earlier.decision(), state
     trace_id = bound_trace(state, request.card_id)
     reason = _policy_reason(state, request, now)
     cap_minor = rates.convert_up(request.amount, state.currency)
@@ -171,11 +184,14 @@ def decide_authorization(
         decided_at=now,
         hold_expires_at=now + DEFAULT_HOLD_TTL if approved else None,
     )
-    decisions = {**state.decisions, request.issuer_authorization_id: decision}
+    remembered = state.evolve(
+        decisions=as_map(state.decisions).set(request.issuer_authorization_id, Remembered.of(decision)),
+        decisions_pruned_at=state.decisions_pruned_at or now,  # the clock of the next bulk prune
+    )
     if not approved:
-        return decision, replace(state, decisions=decisions)
+        return decision, remembered
     hold = Hold(request.issuer_authorization_id, request.card_id, trace_id, cap_minor or 0, now, now + DEFAULT_HOLD_TTL)
-    return decision, set_hold(replace(state, decisions=decisions), hold.authorization_id, hold)
+    return decision, set_hold(remembered, hold.authorization_id, hold)
 
 
 def post_spend(state: WalletState, posting: Posting) -> WalletState:
@@ -189,8 +205,25 @@ def post_spend(state: WalletState, posting: Posting) -> WalletState:
     keys = [f"card:{posting.card_id}"] + ([f"trace:{posting.trace_id}"] if posting.trace_id else [])
     for key in keys:
         lifetime[key] = lifetime.get(key, 0) + posting.amount_minor
-    recent = tuple(sorted((*state.recent, posting), key=lambda p: p.at))
-    return replace(state, monthly=monthly, lifetime=lifetime, recent=recent)
+    rolling = dict(state.rolling)
+    for scope in ("wallet", f"card:{posting.card_id}"):
+        rolling[scope] = rolling.get(scope, 0) + posting.amount_minor
+    # Postings mostly arrive in time order: insert by position rather than sorting again. Ties are
+    # ordered by id, as Postgres returns them, so a reloaded wallet equals the one in memory.
+    position = bisect.bisect_right(state.recent, (posting.at, posting.posting_id), key=lambda p: (p.at, p.posting_id))
+    recent = (*state.recent[:position], posting, *state.recent[position:])
+    return state.evolve(monthly=monthly, lifetime=lifetime, recent=recent, rolling=rolling)
+
+
+def _without(rolling: Mapping[str, int], gone: tuple[Posting, ...]) -> Mapping[str, int]:
+    """The running sums of the rolling window once `gone` left it."""
+    if not gone:
+        return rolling
+    sums = dict(rolling)
+    for posting in gone:
+        for scope in ("wallet", f"card:{posting.card_id}"):
+            sums[scope] -= posting.amount_minor
+    return {scope: total for scope, total in sums.items() if total}
 
 
 def forget_old(state: WalletState, now: datetime) -> WalletState:
@@ -199,20 +232,30 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     horizon = now - MEMORY_HORIZON
     current = month_key(now, state.time_zone)
     previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
-    oldest_decision = next(iter(state.decisions.values()), None)
+    prune_decisions = state.decisions_pruned_at is not None and now - state.decisions_pruned_at >= DECISION_PRUNE_EVERY
     if (
         (not state.recent or state.recent[0].at > window_start)
-        and (oldest_decision is None or oldest_decision.decided_at > horizon)
+        and not prune_decisions
         and all(r.until > now for r in state.raises)
         and all(at > horizon for at in state.released.values())
         and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
-    return replace(
-        state,
-        recent=tuple(p for p in state.recent if p.at > window_start),
+    kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
+    decisions = state.decisions
+    if prune_decisions:
+        old = [key for key, d in state.decisions.items() if d.decided_at <= horizon]
+        if old:
+            mutation = as_map(state.decisions).mutate()
+            for key in old:
+                del mutation[key]
+            decisions = mutation.finish()
+    return state.evolve(
+        recent=state.recent[kept:],
+        rolling=_without(state.rolling, state.recent[:kept]),
         monthly={key: value for key, value in state.monthly.items() if key.rsplit("@", 1)[1] in (current, previous)},
         raises=tuple(r for r in state.raises if r.until > now),
-        decisions={key: d for key, d in state.decisions.items() if d.decided_at > horizon},
+        decisions=decisions,
+        decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
         released={key: at for key, at in state.released.items() if at > horizon},
     )

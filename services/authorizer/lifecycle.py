@@ -36,7 +36,7 @@ def apply_issuer_event(
     if isinstance(event, RefundPosted):
         minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
         trace_id = _trace_of(state, event.issuer_authorization_id, event.card_id)
-        return (), post_spend(state, Posting(event.occurred_at, event.card_id, trace_id, -minor))
+        return (), post_spend(state, Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, -minor))
     if isinstance(event, AuthorizationCleared):
         return _clear(state, event, now, rates)
     return _force_post(state, event, now, rates)
@@ -52,7 +52,7 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
     kept = None if event.final or remaining_hold == 0 else replace(hold, amount_minor=remaining_hold)
     # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
     released = set_hold(state, hold.authorization_id, kept)
-    posted = post_spend(released, Posting(hold.placed_at, hold.card_id, hold.trace_id, minor))
+    posted = post_spend(released, Posting(str(event.event_id), hold.placed_at, hold.card_id, hold.trace_id, minor))
     if minor <= hold.amount_minor:
         return (), posted
     return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted
@@ -67,7 +67,7 @@ def _count_unasked(
     state: WalletState, event: AuthorizationCleared | ForcePosted, trace_id: str | None, minor: int, now: datetime
 ) -> LifecycleOutcome:
     """Spend the issuer moved without our approval: counted at its time; breaches reported."""
-    posted = post_spend(state, Posting(event.occurred_at, event.card_id, trace_id, minor))
+    posted = post_spend(state, Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, minor))
     return _breaches(state, posted, event.card_id, trace_id, event.issuer_transaction_id, now), posted
 
 
@@ -110,7 +110,7 @@ def _release(state: WalletState, authorization_id: str, amount_minor: int | None
     if hold is None:
         if authorization_id in state.decisions or amount_minor is not None:
             return state
-        return replace(state, released={**state.released, authorization_id: now})
+        return state.evolve(released={**state.released, authorization_id: now})
     left = 0 if amount_minor is None else hold.amount_minor - amount_minor
     return set_hold(state, authorization_id, None if left <= 0 else replace(hold, amount_minor=left))
 
@@ -122,7 +122,7 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
     expired = [hold for hold in state.holds.values() if hold.expires_at <= now]
     remaining = [hold.expires_at for hold in state.holds.values() if hold.expires_at > now]
     if not expired:
-        return (), replace(state, earliest_hold_expiry=min(remaining, default=None))
+        return (), state.evolve(earliest_hold_expiry=min(remaining, default=None))
     events = tuple(
         AuthorizationExpired(
             event_id=derived_id("hold_timeout", hold.authorization_id),
@@ -137,13 +137,13 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
     )
     for hold in expired:
         state = set_hold(state, hold.authorization_id, None)
-    return events, replace(state, earliest_hold_expiry=min(remaining, default=None))
+    return events, state.evolve(earliest_hold_expiry=min(remaining, default=None))
 
 
 def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:
-    decision = state.decisions.get(authorization_id or "")
-    if decision is not None:
-        return decision.trace_id
+    remembered = state.decisions.get(authorization_id or "")
+    if remembered is not None:
+        return remembered.decision().trace_id
     return bound_trace(state, card_id)
 
 
@@ -152,7 +152,8 @@ def _in_wallet_currency(state: WalletState, amount: Money, authorization_id: str
     converted = rates.convert_up(amount, state.currency)
     if converted is not None:
         return converted
-    decision = state.decisions.get(authorization_id or "")
+    remembered = state.decisions.get(authorization_id or "")
+    decision = None if remembered is None else remembered.decision()
     if decision is not None and decision.cap_amount is not None and decision.amount.currency == amount.currency:
         scaled = amount.amount_minor * decision.cap_amount.amount_minor
         return -((-scaled) // max(1, decision.amount.amount_minor))

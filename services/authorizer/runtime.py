@@ -20,6 +20,13 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.issuer_events import (
+    AuthorizationCleared,
+    AuthorizationExpired,
+    AuthorizationReversed,
+    ForcePosted,
+    RefundPosted,
+)
 from schemas.registry import InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
@@ -50,6 +57,8 @@ MAX_CACHED_WALLETS = 100_000
 # How often idle wallets are checked for holds past their expiry.
 SWEEP_INTERVAL = timedelta(seconds=60)
 BATCH_MAX_RECORDS = 500
+# Issuer events are applied once per event id (the issuer retries webhooks; producers may repeat).
+_ISSUER_EVENTS = (AuthorizationCleared, AuthorizationReversed, AuthorizationExpired, RefundPosted, ForcePosted)
 _log = get_logger("authorizer")
 
 
@@ -81,7 +90,12 @@ class Authorizer:
         self._consumer: AIOKafkaConsumer | None = None
         # Where batch time goes (decide, commit, publish), for benchmarks and metrics.
         self.seconds_by_stage: dict[str, float] = dict.fromkeys(("decide", "commit", "publish"), 0.0)
+        self.batches = self.records = 0
         self._producer: AIOKafkaProducer | None = None
+        # Publishing overlaps the next batch: sends are queued in commit order, their acks awaited
+        # in the background, and the rows marked published by the next commit.
+        self._in_flight: asyncio.Task[None] | None = None
+        self._published: list[int] = []
 
     async def start(self) -> None:
         """Join the group (claiming partitions as they come) and publish anything left unpublished."""
@@ -95,11 +109,22 @@ class Authorizer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        """Leave the group and flush the producer."""
+        """Leave the group, wait for what is being published and record it."""
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._in_flight is not None:
+            await self._in_flight
+        if self._published:
+            await self._store.mark_published(self._published)
+            self._published = []
         if self._producer is not None:
             await self._producer.stop()
+        _log.info(
+            "authorizer_stopped",
+            seconds_by_stage={k: round(v, 3) for k, v in self.seconds_by_stage.items()},
+            batches=self.batches,
+            records=self.records,
+        )
 
     async def run(self) -> None:
         """Process batches until cancelled; sweep aged-out holds of idle wallets now and then."""
@@ -113,21 +138,23 @@ class Authorizer:
     async def sweep_expired_holds(self) -> int:
         """Release holds past their expiry on wallets of our partitions, through the usual commit."""
         now = self._clock()
+        await self._store.forget_old_postings(now)
         due = [(self._partition_of(w), w) for w in await self._store.wallets_with_expired_holds(now)]
         wallet_ids = [wallet_id for tp, wallet_id in due if tp in self._epochs]
         if not wallet_ids:
             return 0
-        states, effects = await self._load(wallet_ids), BatchEffects()
+        states, effects = await self._load(wallet_ids, now), BatchEffects()
         for wallet_id, state in states.items():
             events, swept = sweep(state, now)
             if swept is not None:
+                effects.previous[wallet_id] = state
                 effects.wallets[wallet_id] = swept
             for event in events:
                 self._emit(effects, event)
         # The partitions' positions do not move; listing them makes the commit check their epochs.
         effects.offsets = {tp: self._positions[tp] for tp, _ in due if tp in self._positions}
         try:
-            rows = await self._store.commit(effects, self._epochs)
+            rows = await self._commit(effects)
         except Fenced:
             self._cache.clear()
             return 0
@@ -135,6 +162,18 @@ class Authorizer:
             self._remember(wallet_id, state)
         await self._publish(rows)
         return len(effects.wallets)
+
+    async def _commit(self, effects: BatchEffects) -> list[OutboxRow]:
+        """Commit `effects`, recording as published what the previous batch's acks confirmed."""
+        if self._in_flight is not None:
+            await self._in_flight  # the previous batch's acks: its rows are marked in this commit
+            self._in_flight = None
+        effects.published, self._published = self._published, []
+        try:
+            return await self._store.commit(effects, self._epochs)
+        except BaseException:
+            self._published = effects.published + self._published  # marked by the next commit instead
+            raise
 
     def _partition_of(self, wallet_id: str) -> tuple[str, int]:
         """The auth.requests partition a wallet's messages land on (Kafka's default partitioner)."""
@@ -175,7 +214,7 @@ class Authorizer:
         effects, new_states = await self._decide_batch(records)
         decided = time.perf_counter()
         try:
-            rows = await self._store.commit(effects, self._epochs)
+            rows = await self._commit(effects)
         except Fenced as error:
             _log.warning("batch_fenced", error=str(error), records=len(records))
             self._cache.clear()
@@ -194,17 +233,26 @@ class Authorizer:
         spent = {"decide": decided - started, "commit": committed - decided, "publish": time.perf_counter() - committed}
         for stage, seconds in spent.items():
             self.seconds_by_stage[stage] += seconds
-        _log.debug("batch_done", records=len(records), **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()})
+        self.batches += 1
+        self.records += len(records)
+        _log.debug(
+            "batch_done",
+            records=len(records),
+            waited_ms=round(time.time() * 1000 - records[0].timestamp, 2),  # the oldest record's age at start
+            **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()},
+        )
         return len(records)
 
     async def _decide_batch(self, records: list[Record]) -> tuple[BatchEffects, dict[str, WalletState]]:
         parsed = [(record, self._parse(record)) for record in records]
         messages = [message for _, message in parsed if not isinstance(message, InvalidMessage)]
-        states = await self._load([m.wallet_id for m in messages])
+        now = self._clock()
+        states = await self._load([m.wallet_id for m in messages], now)
         earlier = await self._store.load_decisions(
             [m.issuer_authorization_id for m in messages if isinstance(m, AuthorizationRequested)]
         )
-        effects, now = BatchEffects(), self._clock()
+        applied = await self._store.applied_events([m.event_id for m in messages if isinstance(m, _ISSUER_EVENTS)])
+        effects = BatchEffects(previous=dict(states))
         for record, message in parsed:
             effects.offsets[(record.topic, record.partition)] = record.offset + 1
             if isinstance(message, InvalidMessage):
@@ -213,12 +261,18 @@ class Authorizer:
             if isinstance(message, AuthorizationRequested) and message.issuer_authorization_id in earlier:
                 self._emit(effects, earlier[message.issuer_authorization_id])  # the first answer, again
                 continue
+            if isinstance(message, _ISSUER_EVENTS):
+                if message.event_id in applied:
+                    _log.info("issuer_event_duplicate", event_id=str(message.event_id), type=message.type)
+                    continue
+                applied.add(message.event_id)
+                effects.applied_events.append((message.event_id, message.wallet_id))
             events, state = decide(states.get(message.wallet_id), message, now, self._rates)
             if state is not None:
                 states[message.wallet_id] = state
                 effects.wallets[message.wallet_id] = state
             for event in events:
-                self._emit(effects, event)
+                self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
 
     def _parse(self, record: Record) -> Inbound | InvalidMessage:
@@ -232,13 +286,17 @@ class Authorizer:
             return InvalidMessage.because(topic, f"key {record.key!r} is not the wallet id {message.wallet_id!r}")
         return message  # type: ignore[return-value]
 
-    def _emit(self, effects: BatchEffects, event: Outbound) -> None:
+    def _emit(self, effects: BatchEffects, event: Outbound, state: WalletState | None = None) -> None:
         topic = topic_name(OUTPUT_TOPIC[event.type], self._settings.topic_prefix)
-        effects.outbox.append((topic, event.wallet_id, str(event.event_id), serialize(event)))
+        payload = None
         if isinstance(event, AuthorizationDecided):
-            effects.decisions.append(event)
+            # The state keeps each decision's JSON: reuse it rather than serialize it again.
+            remembered = None if state is None else state.decisions.get(event.issuer_authorization_id)
+            payload = remembered.payload if remembered is not None else serialize(event)
+            effects.decisions.append((event, payload))
         elif isinstance(event, WalletCreated | CardCreated | StatusChanged):
             effects.directory.append(event)
+        effects.outbox.append((topic, event.wallet_id, str(event.event_id), payload or serialize(event)))
 
     def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage) -> None:
         """Bad input goes to the topic's dead-letter twin with the error; the consumer goes on."""
@@ -258,9 +316,9 @@ class Authorizer:
             "message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error).splitlines()[0]
         )
 
-    async def _load(self, wallet_ids: list[str]) -> dict[str, WalletState]:
+    async def _load(self, wallet_ids: list[str], now: datetime) -> dict[str, WalletState]:
         missing = sorted({w for w in wallet_ids if w not in self._cache})
-        loaded = await self._store.load_wallets(missing) if missing else {}
+        loaded = await self._store.load_wallets(missing, now) if missing else {}
         for wallet_id, state in loaded.items():
             self._remember(wallet_id, state)
         return {w: self._cache[w] for w in set(wallet_ids) if w in self._cache}
@@ -280,22 +338,39 @@ class Authorizer:
         self._cache.clear()
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
-        """Send committed rows in order; on failure they stay in the outbox for the relay."""
+        """Queue committed rows in order; their acks are awaited in the background (the next batch
+        runs meanwhile) and they are marked published by the next commit. On failure they stay
+        unpublished in the outbox, for the relay.
+        """
         assert self._producer is not None  # noqa: S101 - start() runs first
         if not rows:
             return
         try:
-            sent = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
-            await asyncio.gather(*sent)
+            acks = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
         except Exception as error:  # noqa: BLE001 - any publish failure leaves the rows for the relay, logged
             _log.error("publish_failed", error=str(error), rows=len(rows))
             return
-        await self._store.mark_published([row.outbox_id for row in rows])
+        self._in_flight = asyncio.create_task(self._confirm(rows, acks))
+
+    async def _confirm(self, rows: list[OutboxRow], acks: list[asyncio.Future[object]]) -> None:
+        try:
+            await asyncio.gather(*acks)
+        except Exception as error:  # noqa: BLE001 - as above: the rows stay for the relay
+            _log.error("publish_failed", error=str(error), rows=len(rows))
+            return
+        self._published += [row.outbox_id for row in rows]
 
     async def _relay_unpublished(self) -> None:
         """Publish what a previous run committed but could not send (a crash between the two)."""
         while rows := await self._store.unpublished():
             await self._publish(rows)
+            if self._in_flight is not None:
+                await self._in_flight
+                self._in_flight = None
+            if not self._published:
+                return  # Kafka refused them: the next start tries again
+            await self._store.mark_published(self._published)
+            self._published = []
             _log.info("outbox_relayed", rows=len(rows))
 
 

@@ -8,12 +8,14 @@ Amounts here are integers of minor units in the wallet's currency (the caps' cur
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
+
+from immutables import Map
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.common import CapKind, Issuer
@@ -25,6 +27,9 @@ DEFAULT_HOLD_TTL = timedelta(days=7)
 # Decisions and release tombstones are kept this long past a hold's life, for idempotent answers
 # to redelivered requests; older ones are Postgres's to answer.
 MEMORY_HORIZON = DEFAULT_HOLD_TTL + timedelta(days=1)
+# Old decisions are dropped in bulk at most this often, so a busy wallet does not rebuild its map
+# of decisions on every message (they live up to this much longer than the horizon).
+DECISION_PRUNE_EVERY = timedelta(hours=1)
 # How many applied command ids a wallet remembers, so a retried command is applied once.
 REMEMBERED_COMMANDS = 1_000
 Status = Literal["active", "frozen", "closed"]
@@ -68,12 +73,35 @@ class Hold:
 
 @dataclass(frozen=True)
 class Posting:
-    """Spend (positive) or a refund (negative) at a time, for the rolling window."""
+    """Spend (positive) or a refund (negative) at a time, for the rolling window.
 
+    `posting_id` is the issuer event that moved the money: unique within the wallet.
+    """
+
+    posting_id: str
     at: datetime
     card_id: str
     trace_id: str | None
     amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """A decision kept for idempotent answers and lifecycle lookups, as its JSON (~1 KB rather than
+    ~13 KB of objects), parsed again only when a duplicate or a refund needs it.
+    """
+
+    decided_at: datetime
+    payload: bytes
+
+    @classmethod
+    def of(cls, decision: AuthorizationDecided) -> Remembered:
+        """Keep `decision`."""
+        return cls(decision.decided_at, decision.model_dump_json().encode())
+
+    def decision(self) -> AuthorizationDecided:
+        """The decision as it was published."""
+        return AuthorizationDecided.model_validate_json(self.payload)
 
 
 @dataclass(frozen=True)
@@ -104,18 +132,37 @@ class WalletState:
     cards: Mapping[str, Card] = field(default_factory=dict)
     bindings: Mapping[str, str] = field(default_factory=dict)  # card id (WALLET_WIDE: all cards) → trace
     trace_caps: Mapping[str, int] = field(default_factory=dict)  # trace → its own cap, if not the default
+    # Holds and decisions are persistent maps (`immutables.Map`) once changed: a new state shares
+    # all but a few nodes with the old one, so a decision costs O(log n), not a copy of n entries.
     holds: Mapping[str, Hold] = field(default_factory=dict)  # change only through `set_hold`
     # Running totals of `holds` by scope ("wallet", "card:<id>", "trace:<id>"), so a decision reads
     # what is held without summing every hold; and the earliest expiry, so sweeps are rare.
     held: Mapping[str, int] = field(default_factory=dict)
     earliest_hold_expiry: datetime | None = None
-    recent: tuple[Posting, ...] = ()  # the last 24 h of postings, oldest first
+    recent: tuple[Posting, ...] = ()  # the last 24 h of postings, by time then id
+    rolling: Mapping[str, int] = field(default_factory=dict)  # sums of `recent` by "wallet" / "card:<id>"
     monthly: Mapping[str, int] = field(default_factory=dict)  # "scope@YYYY-MM" → spend
     lifetime: Mapping[str, int] = field(default_factory=dict)  # "card:<id>" / "trace:<id>" → spend
     raises: tuple[Raise, ...] = ()
-    decisions: Mapping[str, AuthorizationDecided] = field(default_factory=dict)
+    decisions: Mapping[str, Remembered] = field(default_factory=dict)
+    decisions_pruned_at: datetime | None = None
     released: Mapping[str, datetime] = field(default_factory=dict)  # released before any decision
     applied_commands: tuple[UUID, ...] = ()
+
+    def evolve(self, **changes: Any) -> WalletState:  # noqa: ANN401 - field values of every type
+        """`dataclasses.replace` for the hot path: copies the fields without re-running __init__
+        (a decision makes two or three new states; replace() cost more than the rules).
+        """
+        unknown = changes.keys() - _WALLET_FIELDS
+        if unknown:
+            raise TypeError(f"WalletState has no field(s) {sorted(unknown)}")
+        new = object.__new__(WalletState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+
+_WALLET_FIELDS = frozenset(field.name for field in fields(WalletState))
 
 
 @dataclass(frozen=True)
@@ -187,7 +234,6 @@ def held_minor(state: WalletState, cap: CapKind, scope_id: str) -> int:
 def set_hold(state: WalletState, authorization_id: str, hold: Hold | None) -> WalletState:
     """Place, resize (`hold`) or end (None) one hold, keeping the running totals exact."""
     old = state.holds.get(authorization_id)
-    holds = dict(state.holds)
     held = dict(state.held)
     for change, sign in ((old, -1), (hold, 1)):
         if change is None:
@@ -195,25 +241,30 @@ def set_hold(state: WalletState, authorization_id: str, hold: Hold | None) -> Wa
         scopes = ["wallet", f"card:{change.card_id}"] + ([f"trace:{change.trace_id}"] if change.trace_id else [])
         for scope in scopes:
             held[scope] = held.get(scope, 0) + sign * change.amount_minor
+    holds = as_map(state.holds)
     if hold is None:
-        holds.pop(authorization_id, None)
+        holds = holds.delete(authorization_id) if authorization_id in holds else holds
     else:
-        holds[authorization_id] = hold
+        holds = holds.set(authorization_id, hold)
     earliest = state.earliest_hold_expiry
     if hold is not None and (earliest is None or hold.expires_at < earliest):
         earliest = hold.expires_at
-    return replace(state, holds=holds, held={k: v for k, v in held.items() if v}, earliest_hold_expiry=earliest)
+    return state.evolve(holds=holds, held={k: v for k, v in held.items() if v}, earliest_hold_expiry=earliest)
 
 
 def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:
     """Posted spend in the cap's scope and window (never below zero after refunds)."""
     if cap in (CapKind.CARD_ROLLING_24H, CapKind.WALLET_ROLLING_24H):
         start = now - ROLLING_WINDOW
-        total = sum(
-            posting.amount_minor
-            for posting in state.recent
-            if posting.at > start and _matches(cap, scope_id, posting.card_id, posting.trace_id)
-        )
+        if not state.recent or state.recent[0].at > start:
+            # Nothing older than the window is kept: the running sum is exact.
+            total = state.rolling.get(_held_scope(cap, scope_id), 0)
+        else:
+            total = sum(
+                posting.amount_minor
+                for posting in state.recent
+                if posting.at > start and _matches(cap, scope_id, posting.card_id, posting.trace_id)
+            )
     elif cap in (CapKind.CARD_MONTHLY, CapKind.WALLET_MONTHLY):
         scope = "wallet" if cap == CapKind.WALLET_MONTHLY else f"card:{scope_id}"
         total = state.monthly.get(monthly_key(scope, month_key(now, state.time_zone)), 0)
@@ -224,6 +275,20 @@ def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) 
     else:
         total = 0  # a per-authorization cap has no history
     return max(0, total)
+
+
+def as_map(mapping: Mapping[str, Any]) -> Map[str, Any]:
+    """`mapping` as a persistent map (states built by hand or loaded from JSON start as dicts)."""
+    return mapping if isinstance(mapping, Map) else Map(mapping)
+
+
+def rolling_sums(recent: tuple[Posting, ...]) -> dict[str, int]:
+    """The running sums of `recent` by scope, as `WalletState.rolling` keeps them."""
+    sums: dict[str, int] = {}
+    for posting in recent:
+        for scope in ("wallet", f"card:{posting.card_id}"):
+            sums[scope] = sums.get(scope, 0) + posting.amount_minor
+    return sums
 
 
 def raised_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:

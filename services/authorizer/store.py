@@ -1,25 +1,33 @@
-"""Postgres adapter of the authorizer: wallet snapshots, decisions, outbox and fenced offsets.
+"""Postgres adapter of the authorizer: wallet snapshots, holds and postings, decisions, outbox and
+fenced offsets.
 
 One batch's effects and its consumed offsets are written in ONE transaction, and only when every
-partition's epoch is still ours: a zombie instance whose partitions moved cannot commit.
+partition's epoch is still ours: a zombie instance whose partitions moved cannot commit. A wallet
+is a small JSON snapshot (cards, caps, running totals) plus rows for its open holds and its last
+24 h of postings, so a batch writes what changed rather than everything the wallet holds.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
+from immutables import Map
 from pydantic import TypeAdapter
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
-from services.authorizer.state import WalletState
+from services.authorizer.state import ROLLING_WINDOW, Hold, Posting, WalletState, rolling_sums
 
 TopicPartition = tuple[str, int]
 _STATE = TypeAdapter(WalletState)
+# Postings are loaded this far past the rolling window, so a clock a little behind the loading
+# instance's still sees every posting it needs; the first decision prunes the rest.
+_POSTINGS_MARGIN = timedelta(hours=1)
 
 
 class Fenced(RuntimeError):
@@ -41,10 +49,13 @@ class BatchEffects:
     """Everything one consumed batch changes, written together."""
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
-    decisions: list[AuthorizationDecided] = field(default_factory=list)
+    previous: dict[str, WalletState | None] = field(default_factory=dict)  # as the batch found them
+    decisions: list[tuple[AuthorizationDecided, bytes]] = field(default_factory=list)  # with their JSON
     outbox: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, key, event id, payload
     directory: list[CardCreated | WalletCreated | StatusChanged] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
+    published: list[int] = field(default_factory=list)  # outbox rows sent since the last commit
+    applied_events: list[tuple[UUID, str]] = field(default_factory=list)  # issuer events, by id and wallet
 
 
 class Store:
@@ -70,12 +81,44 @@ class Store:
                 claimed[(topic, partition)] = (row["next_offset"], row["epoch"])
         return claimed
 
-    async def load_wallets(self, wallet_ids: list[str]) -> dict[str, WalletState]:
-        """The persisted state of each wallet that exists, in one query."""
-        rows = await self._pool.fetch(
-            "SELECT wallet_id, state FROM authorizer.wallet_state WHERE wallet_id = ANY($1::text[])", wallet_ids
-        )
-        return {row["wallet_id"]: _STATE.validate_json(row["state"]) for row in rows}
+    async def load_wallets(self, wallet_ids: list[str], now: datetime) -> dict[str, WalletState]:
+        """The persisted state of each wallet that exists: snapshot, open holds, recent postings."""
+        async with self._pool.acquire() as connection:
+            snapshots = await connection.fetch(
+                "SELECT wallet_id, state FROM authorizer.wallet_state WHERE wallet_id = ANY($1::text[])", wallet_ids
+            )
+            hold_rows = await connection.fetch(
+                """SELECT wallet_id, authorization_id, card_id, trace_id, amount_minor, placed_at, expires_at
+                   FROM authorizer.holds WHERE wallet_id = ANY($1::text[])""",
+                wallet_ids,
+            )
+            posting_rows = await connection.fetch(
+                """SELECT wallet_id, posting_id, at, card_id, trace_id, amount_minor FROM authorizer.postings
+                   WHERE wallet_id = ANY($1::text[]) AND at > $2 ORDER BY at, posting_id""",
+                wallet_ids, now - ROLLING_WINDOW - _POSTINGS_MARGIN,
+            )  # fmt: skip
+        holds: dict[str, dict[str, Hold]] = {}
+        for row in hold_rows:
+            holds.setdefault(row["wallet_id"], {})[row["authorization_id"]] = Hold(
+                row["authorization_id"], row["card_id"], row["trace_id"], row["amount_minor"], row["placed_at"],
+                row["expires_at"],
+            )  # fmt: skip
+        recent: dict[str, list[Posting]] = {}
+        for row in posting_rows:
+            recent.setdefault(row["wallet_id"], []).append(
+                Posting(row["posting_id"], row["at"], row["card_id"], row["trace_id"], row["amount_minor"])
+            )
+        states = {}
+        for row in snapshots:
+            wallet_id = row["wallet_id"]
+            postings = tuple(recent.get(wallet_id, ()))
+            states[wallet_id] = replace(
+                _STATE.validate_json(row["state"]),
+                holds=Map(holds.get(wallet_id, {})),
+                recent=postings,
+                rolling=rolling_sums(postings),
+            )
+        return states
 
     async def load_decisions(self, authorization_ids: list[str]) -> dict[str, AuthorizationDecided]:
         """Decisions already taken for any of these ids (a duplicate request gets the first answer)."""
@@ -88,68 +131,87 @@ class Store:
             row["issuer_authorization_id"]: AuthorizationDecided.model_validate_json(row["decision"]) for row in rows
         }
 
+    async def applied_events(self, event_ids: list[UUID]) -> set[UUID]:
+        """Which of these issuer events were applied already."""
+        if not event_ids:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT event_id FROM authorizer.applied_events WHERE event_id = ANY($1::uuid[])", event_ids
+        )
+        return {row["event_id"] for row in rows}
+
     async def commit(self, effects: BatchEffects, epochs: dict[TopicPartition, int]) -> list[OutboxRow]:
         """Write the batch if every partition is still ours; return the outbox rows to publish."""
         async with self._pool.acquire() as connection, connection.transaction():
             await self._check_epochs(connection, effects, epochs)
-            await self._write_wallets(connection, effects)
-            await connection.executemany(
+            await _write_wallets(connection, effects)
+            await connection.execute(
                 """INSERT INTO authorizer.decisions
                    (issuer_authorization_id, wallet_id, approved, reason, decision, decided_at)
-                   VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT (issuer_authorization_id) DO NOTHING""",
-                [
-                    (
-                        d.issuer_authorization_id,
-                        d.wallet_id,
-                        d.approved,
-                        d.reason.value,
-                        d.model_dump_json(),
-                        d.decided_at,
-                    )
-                    for d in effects.decisions
-                ],
-            )
-            rows = await connection.fetch(
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
+                                        $6::timestamptz[])
+                   ON CONFLICT (issuer_authorization_id) DO NOTHING""",
+                *_transpose(
+                    [
+                        (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, payload.decode(),
+                         d.decided_at)
+                        for d, payload in effects.decisions
+                    ],
+                    6,
+                ),
+            )  # fmt: skip
+            # Identity values are assigned in insertion order, and unnest inserts in array order:
+            # the returned ids, sorted, are the rows' ids in the order given (nothing sent back).
+            ids = await connection.fetch(
                 """INSERT INTO authorizer.outbox (topic, message_key, event_id, payload)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[])
-                   RETURNING outbox_id, topic, message_key, payload::text""",
-                *_columns(effects.outbox),
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[])
+                   RETURNING outbox_id""",
+                *_transpose([(t, k, e, p.decode()) for t, k, e, p in effects.outbox], 4),
             )
-            await connection.executemany(
-                """UPDATE authorizer.partition_offsets SET next_offset = $4, updated_at = now()
-                   WHERE consumer_group = $1 AND topic = $2 AND partition = $3""",
-                [(self._group, topic, partition, offset) for (topic, partition), offset in effects.offsets.items()],
+            if effects.applied_events:
+                await connection.execute(
+                    """INSERT INTO authorizer.applied_events (event_id, wallet_id)
+                       SELECT * FROM unnest($1::uuid[], $2::text[])""",
+                    *_transpose(effects.applied_events, 2),
+                )
+            if effects.published:
+                await connection.execute(
+                    "UPDATE authorizer.outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])",
+                    effects.published,
+                )
+            await connection.execute(
+                """UPDATE authorizer.partition_offsets AS p SET next_offset = o.next_offset, updated_at = now()
+                   FROM unnest($2::text[], $3::int[], $4::bigint[]) AS o (topic, partition, next_offset)
+                   WHERE p.consumer_group = $1 AND p.topic = o.topic AND p.partition = o.partition""",
+                self._group,
+                *_transpose([(topic, partition, offset) for (topic, partition), offset in effects.offsets.items()], 3),
             )
-        return sorted(
-            (OutboxRow(r["outbox_id"], r["topic"], r["message_key"].encode(), r["payload"].encode()) for r in rows),
-            key=lambda row: row.outbox_id,
-        )
+        return [
+            OutboxRow(outbox_id, topic, key.encode(), payload)
+            for outbox_id, (topic, key, _, payload) in zip(
+                sorted(row["outbox_id"] for row in ids), effects.outbox, strict=True
+            )
+        ]
 
     async def _check_epochs(
         self, connection: asyncpg.Connection, effects: BatchEffects, epochs: dict[TopicPartition, int]
     ) -> None:
-        for topic, partition in sorted(effects.offsets):
-            current = await connection.fetchval(
-                """SELECT epoch FROM authorizer.partition_offsets
-                   WHERE consumer_group = $1 AND topic = $2 AND partition = $3 FOR UPDATE""",
-                self._group, topic, partition,
-            )  # fmt: skip
-            if current != epochs.get((topic, partition)):
-                raise Fenced(f"{topic}[{partition}] is at epoch {current}, we hold {epochs.get((topic, partition))}")
-
-    async def _write_wallets(self, connection: asyncpg.Connection, effects: BatchEffects) -> None:
-        # Decisions live in their own table; the snapshot keeps the wallet's bounded state only.
-        await connection.executemany(
-            """INSERT INTO authorizer.wallet_state (wallet_id, state, earliest_hold_expiry) VALUES ($1, $2::jsonb, $3)
-               ON CONFLICT (wallet_id) DO UPDATE
-               SET state = EXCLUDED.state, earliest_hold_expiry = EXCLUDED.earliest_hold_expiry, updated_at = now()""",
-            [
-                (wallet_id, _STATE.dump_json(replace(s, decisions={})).decode(), s.earliest_hold_expiry)
-                for wallet_id, s in effects.wallets.items()
-            ],
-        )
-        for event in effects.directory:
-            await _write_directory(connection, event)
+        """Lock the batch's partitions' rows (in a fixed order) and refuse if any epoch moved on."""
+        partitions = sorted(effects.offsets)
+        rows = await connection.fetch(
+            """SELECT p.topic, p.partition, p.epoch FROM authorizer.partition_offsets p
+               JOIN unnest($2::text[], $3::int[]) AS o (topic, partition)
+                 ON p.topic = o.topic AND p.partition = o.partition
+               WHERE p.consumer_group = $1 ORDER BY p.topic, p.partition FOR UPDATE OF p""",
+            self._group, *_transpose(partitions, 2),
+        )  # fmt: skip
+        current = {(row["topic"], row["partition"]): row["epoch"] for row in rows}
+        for topic, partition in partitions:
+            if current.get((topic, partition)) != epochs.get((topic, partition)):
+                raise Fenced(
+                    f"{topic}[{partition}] is at epoch {current.get((topic, partition))},"
+                    f" we hold {epochs.get((topic, partition))}"
+                )
 
     async def wallets_with_expired_holds(self, now: datetime, limit: int = 1_000) -> list[str]:
         """Wallets holding money past its expiry (whatever partition they are on)."""
@@ -160,10 +222,17 @@ class Store:
         )  # fmt: skip
         return [row["wallet_id"] for row in rows]
 
+    async def forget_old_postings(self, now: datetime) -> int:
+        """Delete postings no rolling window can need any more; return how many."""
+        result = await self._pool.execute(
+            "DELETE FROM authorizer.postings WHERE at <= $1", now - ROLLING_WINDOW - 2 * _POSTINGS_MARGIN
+        )
+        return int(result.split()[-1])
+
     async def unpublished(self, limit: int = 1_000) -> list[OutboxRow]:
         """Rows committed but not yet published (after a crash between commit and publish)."""
         rows = await self._pool.fetch(
-            """SELECT outbox_id, topic, message_key, payload::text FROM authorizer.outbox
+            """SELECT outbox_id, topic, message_key, payload FROM authorizer.outbox
                WHERE published_at IS NULL ORDER BY outbox_id LIMIT $1""",
             limit,
         )
@@ -176,13 +245,59 @@ class Store:
         )
 
 
-def _columns(outbox: list[tuple[str, str, str, bytes]]) -> tuple[list[Any], ...]:
-    return (
-        [row[0] for row in outbox],
-        [row[1] for row in outbox],
-        [row[2] for row in outbox],
-        [row[3].decode() for row in outbox],
+def _transpose(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Rows as columns, for `unnest($1::type[], $2::type[], ...)`."""
+    return tuple([row[index] for row in rows] for index in range(width))
+
+
+async def _write_wallets(connection: asyncpg.Connection, effects: BatchEffects) -> None:
+    """The touched wallets' snapshots, and the holds and postings that changed in the batch."""
+    snapshots, upserts, deletes, postings = [], [], [], []
+    for wallet_id, state in effects.wallets.items():
+        before = effects.previous.get(wallet_id)
+        core = replace(state, holds={}, recent=(), rolling={}, decisions={})
+        snapshots.append((wallet_id, _STATE.dump_json(core).decode(), state.earliest_hold_expiry))
+        old_holds: Any = {} if before is None else before.holds
+        if state.holds is not old_holds:
+            upserts += [(wallet_id, hold) for key, hold in state.holds.items() if old_holds.get(key) is not hold]
+            deletes += [(wallet_id, key) for key in old_holds if key not in state.holds]
+        old_recent = () if before is None else before.recent
+        if state.recent is not old_recent:
+            known = {posting.posting_id for posting in old_recent}
+            postings += [(wallet_id, p) for p in state.recent if p.posting_id not in known]
+    await connection.execute(
+        """INSERT INTO authorizer.wallet_state (wallet_id, state, earliest_hold_expiry)
+           SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[])
+           ON CONFLICT (wallet_id) DO UPDATE
+           SET state = EXCLUDED.state, earliest_hold_expiry = EXCLUDED.earliest_hold_expiry, updated_at = now()""",
+        *_transpose(snapshots, 3),
     )
+    if deletes:
+        await connection.execute(
+            """DELETE FROM authorizer.holds h USING unnest($1::text[], $2::text[]) AS d (wallet_id, authorization_id)
+               WHERE h.wallet_id = d.wallet_id AND h.authorization_id = d.authorization_id""",
+            *_transpose(deletes, 2),
+        )
+    if upserts:
+        await connection.execute(
+            """INSERT INTO authorizer.holds
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                    $6::timestamptz[], $7::timestamptz[])
+               ON CONFLICT (wallet_id, authorization_id) DO UPDATE SET amount_minor = EXCLUDED.amount_minor""",
+            *_transpose(
+                [(w, h.authorization_id, h.card_id, h.trace_id, h.amount_minor, h.placed_at, h.expires_at)
+                 for w, h in upserts],
+                7,
+            ),
+        )  # fmt: skip
+    if postings:
+        await connection.execute(
+            """INSERT INTO authorizer.postings
+               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[])""",
+            *_transpose([(w, p.posting_id, p.at, p.card_id, p.trace_id, p.amount_minor) for w, p in postings], 6),
+        )
+    for event in effects.directory:
+        await _write_directory(connection, event)
 
 
 async def _write_directory(connection: asyncpg.Connection, event: CardCreated | WalletCreated | StatusChanged) -> None:

@@ -24,7 +24,7 @@ from schemas.wallet import CreateCard, CreateWallet, FreezeCard
 from services.authorizer.runtime import Authorizer
 from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
-from tests.support.builders import CARD, WALLET, command_fields, request, usd
+from tests.support.builders import CARD, WALLET, cleared, command_fields, request, usd
 from tests.support.kafka_io import Collector, apply_commands, publish, publish_raw
 
 
@@ -118,6 +118,27 @@ async def test_a_redelivered_authorization_gets_the_first_answer(kafka_topics: S
         await publish(kafka_topics, Topic.AUTH_REQUESTS, [first, first])
         items = await decisions.wait_for(lambda items: len(items) >= 2)
     assert (items[0], items[0].approved) == (items[1], True)
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_a_repeated_issuer_event_moves_money_once(kafka_topics: Settings, pool: asyncpg.Pool) -> None:
+    """A clearing the issuer sent twice (same event id) counts once: $6 of a $10 cap, not $12."""
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(1_000)))
+    first, after = _requests(1, 600, "clear-") + _requests(1, 300, "after-clear-")
+    capture = cleared("clear-0", 600, at=_now())
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first])
+        await decisions.wait_for(lambda items: len(items) >= 1)
+        await publish(kafka_topics, Topic.ISSUER_EVENTS, [capture, capture])
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [after])
+        items = await decisions.wait_for(lambda items: len(items) >= 2)
+    postings = await pool.fetchval("SELECT count(*) FROM authorizer.postings WHERE wallet_id = $1", WALLET)
+    applied = await pool.fetchval("SELECT count(*) FROM authorizer.applied_events WHERE wallet_id = $1", WALLET)
+    assert ([(d.issuer_authorization_id, d.approved) for d in items], postings, applied) == (
+        [("clear-0", True), ("after-clear-0", True)],
+        1,
+        1,
+    )
 
 
 @pytest.mark.usefixtures("authorizer")
@@ -231,7 +252,9 @@ async def test_holds_of_an_idle_wallet_expire_without_any_new_message(
         task.cancel()
         await authorizer.stop()
     held = await pool.fetchval("SELECT state->'held' FROM authorizer.wallet_state WHERE wallet_id = $1", WALLET)
-    assert ([(e.type, e.issuer_authorization_id, e.cause) for e in expired], held) == (
+    rows = await pool.fetchval("SELECT count(*) FROM authorizer.holds WHERE wallet_id = $1", WALLET)
+    assert ([(e.type, e.issuer_authorization_id, e.cause) for e in expired], held, rows) == (
         [("authorization_expired", "idle-0", "hold_timeout")],
         "{}",
+        0,
     )

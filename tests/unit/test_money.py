@@ -85,3 +85,25 @@ def test_addition_then_subtraction_is_identity(a: int, b: int, currency: str) ->
             _ = Money.of(a, currency) + Money.of(b, currency)
         return
     assert (Money.of(a, currency) + Money.of(b, currency)) - Money.of(b, currency) == Money.of(a, currency)
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(0, "USD"), (150, "USD"), (MAX_AMOUNT_MINOR, "JPY"), (7, "BHD")])
+def test_the_fast_constructor_builds_what_the_validator_builds(amount: int, currency: str) -> None:
+    """Money.of's shortcut (no validator, shared instances) equals, hashes and serializes alike."""
+    fast, checked = Money.of(amount, currency), Money(amount_minor=amount, currency=currency)
+    assert (fast, hash(fast), fast.model_dump_json(), Money.of(amount, currency) is fast) == (
+        checked,
+        hash(checked),
+        checked.model_dump_json(),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [(-1, "USD"), (MAX_AMOUNT_MINOR + 1, "USD"), (1.0, "USD"), (True, "USD"), (1, "XXX")]
+)
+def test_the_fast_constructor_still_refuses_what_the_validator_refuses(amount: object, currency: str) -> None:
+    """Out of range, a float, a bool or an unknown currency fail even when a good twin is cached."""
+    Money.of(1, "USD")  # (1, "USD") is cached; 1.0 and True hash like it
+    with pytest.raises(ValidationError):
+        Money.of(amount, currency)  # type: ignore[arg-type]

@@ -1,0 +1,48 @@
+"""The authorizer's Postgres adapter on the real Postgres: a wallet written batch by batch (only
+what changed) reads back as the state that was in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import asyncpg
+
+from schemas.policies import CardCaps, WalletCaps
+from services.authorizer.domain import Inbound
+from services.authorizer.state import WalletState
+from services.authorizer.store import BatchEffects, Store
+from tests.support.builders import cleared, refund, request, reversed_, run_on, usd, wallet
+from tests.support.samples import NOW
+
+
+def _after(state: WalletState, *messages: Inbound) -> WalletState:
+    return run_on(state, *messages)[1]
+
+
+def _without_memory_only(state: WalletState) -> WalletState:
+    """What Postgres keeps: everything but the decisions (Postgres has them in their own table)."""
+    return replace(state, decisions={})
+
+
+async def test_a_wallet_reads_back_as_it_was_written(pool: asyncpg.Pool) -> None:
+    """Holds placed, resized and ended, postings and a refund, across two commits → the same state."""
+    store = Store(pool, "group-store")
+    empty = wallet(WalletCaps(rolling_24h=usd(10_000), monthly=usd(50_000)), card_caps=CardCaps(rolling_24h=usd(8_000)))
+    first = _after(
+        empty,
+        request(1_000, auth="a1", deadline_at=NOW + timedelta(hours=1)),
+        request(2_000, auth="a2", deadline_at=NOW + timedelta(hours=1)),
+        request(3_000, auth="a3", deadline_at=NOW + timedelta(hours=1)),
+        cleared("a1", 900),
+    )
+    await store.commit(BatchEffects(wallets={first.wallet_id: first}, previous={first.wallet_id: None}), {})
+    second = _after(first, reversed_("a2", 500), cleared("a3", 3_000), refund(200, auth="a1"))
+    await store.commit(BatchEffects(wallets={first.wallet_id: second}, previous={first.wallet_id: first}), {})
+    loaded = (await store.load_wallets([first.wallet_id], NOW))[first.wallet_id]
+    holds = await pool.fetch("SELECT authorization_id, amount_minor FROM authorizer.holds ORDER BY 1")
+    assert ([tuple(row) for row in holds], _without_memory_only(loaded)) == (
+        [("a2", 1_500)],
+        _without_memory_only(second),
+    )

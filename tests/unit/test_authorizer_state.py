@@ -1,0 +1,55 @@
+"""The wallet state's bookkeeping shortcuts agree with the slow, obvious computation: the rolling
+window's running sums, the bulk pruning of old decisions, and `evolve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from schemas.common import CapKind
+from schemas.policies import WalletCaps
+from services.authorizer.decide import forget_old
+from services.authorizer.state import DECISION_PRUNE_EVERY, MEMORY_HORIZON, ROLLING_WINDOW, WalletState, spent_minor
+from tests.support.builders import CARD, NOW, WALLET, cleared, refund, request, run_on, usd, wallet
+
+
+def _exact_rolling(state: WalletState, now_offset: timedelta) -> int:
+    start = NOW + now_offset - ROLLING_WINDOW
+    return max(0, sum(p.amount_minor for p in state.recent if p.at > start))
+
+
+@pytest.mark.parametrize("hours_later", [0, 5, 23, 24, 25, 30, 49])
+def test_the_rolling_sum_equals_the_sum_of_postings_inside_the_window(hours_later: int) -> None:
+    """Spend at -20 h, -10 h, now (and a refund) → the running sum after pruning is the exact sum."""
+    state = wallet(WalletCaps(rolling_24h=usd(100_000)))
+    for hours, amount in ((-20, 1_000), (-10, 2_000), (0, 4_000)):
+        auth = f"a{hours}"
+        at = NOW + timedelta(hours=hours)
+        _, state = run_on(state, request(amount, auth=auth, at=at, deadline_at=at + timedelta(hours=1)), at=at)
+        _, state = run_on(state, cleared(auth, amount, at=at), at=at)
+    _, state = run_on(state, refund(500, at=NOW, auth="a0"), at=NOW)
+    later = timedelta(hours=hours_later)
+    pruned = forget_old(state, NOW + later)
+    fast = spent_minor(pruned, CapKind.WALLET_ROLLING_24H, WALLET, NOW + later)
+    card = spent_minor(pruned, CapKind.CARD_ROLLING_24H, CARD, NOW + later)
+    assert (fast, card) == (_exact_rolling(state, later), _exact_rolling(state, later))
+
+
+def test_old_decisions_are_dropped_in_bulk_once_past_the_horizon() -> None:
+    """A decision stays at least MEMORY_HORIZON, and is gone within DECISION_PRUNE_EVERY after it."""
+    state = wallet(WalletCaps(rolling_24h=usd(100_000)))
+    _, state = run_on(state, request(100, auth="old", deadline_at=NOW + timedelta(hours=1)))
+    kept = forget_old(state, NOW + MEMORY_HORIZON - timedelta(minutes=1))
+    gone = forget_old(state, NOW + MEMORY_HORIZON + DECISION_PRUNE_EVERY)
+    assert ("old" in kept.decisions, "old" in gone.decisions) == (True, False)
+
+
+def test_evolve_is_replace_and_refuses_unknown_fields() -> None:
+    """The hot path's copy gives what dataclasses.replace gives; a misspelt field is an error."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    assert state.evolve(label="research", status="frozen") == replace(state, label="research", status="frozen")
+    with pytest.raises(TypeError, match="statuz"):
+        state.evolve(statuz="frozen")
