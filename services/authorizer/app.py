@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.authorizer.rates import load_rate_table
 from services.authorizer.runtime import Authorizer
+from services.authorizer.state import NO_RATES
 from services.platform.postgres import create_pool
 from services.platform.service import Service
 from services.platform.settings import Settings
@@ -21,7 +23,8 @@ def build(settings: Settings, health_port: int = DEFAULT_HEALTH_PORT) -> Service
 
     async def start() -> None:
         pool: asyncpg.Pool = await create_pool(settings)
-        authorizer = Authorizer(settings, pool)
+        rates = NO_RATES if settings.fx_rates_file is None else load_rate_table(settings.fx_rates_file)
+        authorizer = Authorizer(settings, pool, rates=rates)
         await authorizer.start()
         parts.update(pool=pool, authorizer=authorizer)
 

@@ -7,6 +7,7 @@ start with a clear error rather than connecting somewhere by accident.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -33,6 +34,10 @@ class Settings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # Exchange rates for authorizations in another currency than the wallet's: a JSON object such
+    # as {"EUR/USD": "1.0852"} (one EUR buys 1.0852 USD). Without it such requests are declined
+    # with fx_rate_missing. Read once at start; see services/authorizer/rates.py.
+    fx_rates_file: Path | None = None
 
 
 def load_settings(service_name: str = "pursestrings") -> Settings:
