@@ -118,6 +118,17 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], time
         await admin.close()
 
 
+async def partition_count(bootstrap_servers: str, topic: str, timeout_ms: int = 10_000) -> int:
+    """How many partitions `topic` has now (0 when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sum(len(d["partitions"]) for d in described if d["topic"] == topic and not d.get("error_code"))
+
+
 async def _check_partitions(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec], timeout_ms: int) -> None:
     """Every topic has at least its configured partitions; a just-created one may take a moment to show."""
     deadline = asyncio.get_running_loop().time() + timeout_ms / 1000

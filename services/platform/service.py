@@ -31,7 +31,7 @@ class Service:
 
     name: str
     settings: Settings
-    health_port: int
+    health_port: int | None  # None: the service answers /healthz itself (the gateway, on its HTTP port)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running work (a consumer loop); if one ends or fails, the process stops with it.
@@ -48,7 +48,8 @@ async def prepare_dependencies(settings: Settings) -> None:
     await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
 
 
-async def _health_report(settings: Settings) -> tuple[int, bytes]:
+async def health_report(settings: Settings) -> tuple[int, bytes]:
+    """HTTP status and JSON body of the health check: Kafka and Postgres both answer, or 503."""
     results = await asyncio.gather(
         check_kafka(settings.kafka_bootstrap_servers, timeout_s=2),
         check_postgres(settings.database_url.get_secret_value(), timeout_s=2),
@@ -63,7 +64,7 @@ async def _serve_health(settings: Settings, reader: asyncio.StreamReader, writer
         request_line = await asyncio.wait_for(reader.readline(), _HEALTH_READ_TIMEOUT_S)
         path = request_line.split()[1].decode() if len(request_line.split()) > 1 else ""
         if path == "/healthz":
-            status, body = await _health_report(settings)
+            status, body = await health_report(settings)
         else:
             status, body = 404, b'{"error": "try /healthz"}'
         reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
@@ -113,14 +114,16 @@ async def run(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    health = await asyncio.start_server(
-        lambda reader, writer: _serve_health(settings, reader, writer), "127.0.0.1", service.health_port
-    )
+    health = None
+    if service.health_port is not None:
+        health = await asyncio.start_server(
+            lambda reader, writer: _serve_health(settings, reader, writer), "127.0.0.1", service.health_port
+        )
     try:
         for start in service.on_start:
             await start()
         tasks = [asyncio.create_task(work()) for work in service.background]
-        log.info("service_ready", health_url=f"http://127.0.0.1:{service.health_port}/healthz")
+        log.info("service_ready", health_port=service.health_port)
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
         log.info("service_stopping", reason="signal" if stopping in done else "background work ended")
@@ -132,5 +135,6 @@ async def run(service: Service) -> None:
     finally:
         for stop_step in reversed(service.on_stop):
             await stop_step()
-        health.close()
-        await health.wait_closed()
+        if health is not None:
+            health.close()
+            await health.wait_closed()

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     # with fx_rate_missing. Read once at start; see services/authorizer/rates.py.
     fx_rates_file: Path | None = None
 
+    # The gateway (issuer webhooks, management API). A webhook whose secret is not set answers 503.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_version: str = "2025-03-31.basil"
+    lithic_webhook_secret: SecretStr | None = None
+    generic_webhook_secret: SecretStr | None = None
+    # Past this the gateway answers decline (fail closed) and publishes an authorization_expired.
+    auth_deadline_ms: int = Field(default=1_500, ge=50, le=10_000)
+    # Requests waiting for a decision at once; beyond it new ones are declined at once.
+    gateway_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+
 
 def load_settings(service_name: str = "pursestrings") -> Settings:
     """Read the settings once: environment first, then the env file the local scripts write."""

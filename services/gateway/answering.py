@@ -1,0 +1,200 @@
+"""The gateway's part in an authorization: resolve the card, publish the request, wait for the
+authorizer's decision until the deadline, and record the answer. It never decides on money; the
+only answers it makes itself are declines: an unknown card, the deadline passed, the system
+unavailable. After a deadline it publishes `authorization_expired` so that a late approval's hold
+is released (fail closed). A retried webhook gets the recorded answer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.common import Issuer, ReasonCode
+from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
+from schemas.registry import serialize
+from schemas.topics import Topic, message_key, topic_name
+from services.gateway.directory import CardDirectory, CardRef
+from services.gateway.issuers import Ask, Notice, WebhookInvalid
+from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES
+from services.gateway.replies import DecisionWaiter, Overloaded
+from services.platform.logging import get_logger
+
+_log = get_logger("gateway")
+# Ids of what the gateway publishes, derived from the issuer's ids: a retried webhook publishes the
+# same ids again, and the authorizer applies it once.
+GATEWAY_NAMESPACE = uuid.UUID("0b6f3f5e-59a3-4c8e-9a53-6c1d0f0e7a11")
+
+
+def issuer_event_id(issuer: Issuer, *parts: str) -> uuid.UUID:
+    """The id of what the gateway publishes for the issuer's `parts`."""
+    return uuid.uuid5(GATEWAY_NAMESPACE, "|".join((issuer.value, *parts)))
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the issuer is told."""
+
+    approved: bool
+    reason: ReasonCode
+    answered_by: str  # "authorizer" or "gateway"
+    decision: AuthorizationDecided | None = None
+
+
+def _declined(reason: ReasonCode) -> Answer:
+    """A decline the gateway makes itself (no decision came, or none could be asked for)."""
+    return Answer(approved=False, reason=reason, answered_by="gateway")
+
+
+class CardUnknown(LookupError):
+    """A lifecycle event for a card we do not have."""
+
+
+class Answering:
+    """Authorizations and lifecycle events from every issuer, on their way to Kafka."""
+
+    def __init__(
+        self,
+        *,
+        broker: KafkaBroker,
+        pool: asyncpg.Pool,
+        directory: CardDirectory,
+        waiter: DecisionWaiter,
+        topic_prefix: str,
+        deadline: timedelta,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._broker = broker
+        self._pool = pool
+        self._directory = directory
+        self._waiter = waiter
+        self._prefix = topic_prefix
+        self._deadline = deadline
+        self._clock = clock
+
+    async def authorize(self, ask: Ask) -> Answer:
+        """The answer to `ask`, within the deadline; the same answer again for a retry."""
+        started = time.perf_counter()
+        answer = await self._answer(ask)
+        ANSWER_SECONDS.labels(ask.issuer.value).observe(time.perf_counter() - started)
+        ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
+        return answer
+
+    async def _answer(self, ask: Ask) -> Answer:
+        now = self._clock()
+        earlier = await self._recorded(ask)
+        if earlier is not None:
+            return earlier
+        card = await self._directory.find(ask.issuer, ask.card_token)
+        if card is None:
+            return await self._record(ask, None, _declined(ReasonCode.CARD_NOT_FOUND))
+        request = AuthorizationRequested(
+            event_id=issuer_event_id(ask.issuer, "request", ask.issuer_authorization_id),
+            wallet_id=card.wallet_id,
+            card_id=card.card_id,
+            issuer=ask.issuer,
+            issuer_authorization_id=ask.issuer_authorization_id,
+            amount=ask.amount,
+            merchant_amount=ask.merchant_amount,
+            merchant=ask.merchant,
+            requested_at=now,
+            deadline_at=now + self._deadline,
+        )
+        try:
+            future = self._waiter.expect(ask.issuer_authorization_id)
+        except Overloaded as error:
+            _log.warning("authorization_refused_overloaded", error=str(error))
+            return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
+        try:
+            await self._publish(Topic.AUTH_REQUESTS, request)
+            decision = await asyncio.wait_for(asyncio.shield(future), self._remaining(request))
+        except TimeoutError:
+            DEADLINE_MISSES.labels(ask.issuer.value).inc()
+            await self._expire(request)
+            return await self._record(ask, card, _declined(ReasonCode.DEADLINE_EXCEEDED))
+        except Exception as error:  # noqa: BLE001 - Kafka unreachable or refusing: decline (fail closed)
+            _log.error("authorization_publish_failed", error=str(error))
+            future.cancel()
+            return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
+        return await self._record(ask, card, Answer(decision.approved, decision.reason, "authorizer", decision))
+
+    def _remaining(self, request: AuthorizationRequested) -> float:
+        return max(0.0, (request.deadline_at - self._clock()).total_seconds())
+
+    async def _expire(self, request: AuthorizationRequested) -> None:
+        """Past the deadline: say so on issuer.events, so a late approval's hold is released."""
+        expired = AuthorizationExpired(
+            event_id=issuer_event_id(request.issuer, "deadline", request.issuer_authorization_id),
+            wallet_id=request.wallet_id,
+            card_id=request.card_id,
+            issuer=request.issuer,
+            occurred_at=self._clock(),
+            issuer_authorization_id=request.issuer_authorization_id,
+            cause="gateway_deadline",
+        )
+        try:
+            await self._publish(Topic.ISSUER_EVENTS, expired)
+        except Exception as error:  # noqa: BLE001 - the issuer still gets its decline; the gap is logged
+            _log.error("expiry_publish_failed", error=str(error), authorization_id=request.issuer_authorization_id)
+
+    async def _recorded(self, ask: Ask) -> Answer | None:
+        row = await self._pool.fetchrow(
+            """SELECT approved, reason, answered_by FROM gateway.answers
+               WHERE issuer = $1 AND issuer_authorization_id = $2""",
+            ask.issuer.value, ask.issuer_authorization_id,
+        )  # fmt: skip
+        return None if row is None else Answer(row["approved"], ReasonCode(row["reason"]), row["answered_by"])
+
+    async def _record(self, ask: Ask, card: CardRef | None, answer: Answer) -> Answer:
+        """Keep the answer; if a concurrent retry recorded one first, that one is the answer."""
+        row = await self._pool.fetchrow(
+            """INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved,
+                                           reason, answered_by, amount_minor, currency)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               ON CONFLICT (issuer, issuer_authorization_id) DO NOTHING RETURNING approved""",
+            ask.issuer.value, ask.issuer_authorization_id, ask.card_token, card and card.wallet_id,
+            card and card.card_id, answer.approved, answer.reason.value, answer.answered_by,
+            ask.amount.amount_minor, ask.amount.currency,
+        )  # fmt: skip
+        if row is None:
+            return await self._recorded(ask) or answer
+        return answer
+
+    async def notify(self, notice: Notice) -> None:
+        """Publish a lifecycle event on issuer.events; CardUnknown when the card is not ours."""
+        card = await self._directory.find(notice.issuer, notice.card_token)
+        if card is None:
+            raise CardUnknown(f"no card {notice.card_token!r} for {notice.issuer.value}")
+        try:
+            event = notice.event_type.model_validate(
+                notice.fields
+                | {
+                    "event_id": issuer_event_id(notice.issuer, "event", notice.issuer_event_id),
+                    "wallet_id": card.wallet_id,
+                    "card_id": card.card_id,
+                    "issuer": notice.issuer,
+                    "occurred_at": notice.occurred_at,
+                }
+            )
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise WebhookInvalid(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+        await self._publish(Topic.ISSUER_EVENTS, event)
+
+    async def _publish(self, topic: Topic, message: AuthorizationRequested | AnyIssuerEvent) -> None:
+        """Send and wait for Kafka's acknowledgement (acks=all): nothing is answered on a lost request."""
+        await self._broker.publish(serialize(message), topic=topic_name(topic, self._prefix), key=message_key(message))

@@ -1,0 +1,188 @@
+"""Issuer traffic as the issuers send it: the bodies and signature headers of Stripe Issuing, Lithic
+ASA and the generic shape. Used by `pursestrings simulate`, the demo, the tests and the benchmark,
+so all of them go through the real webhook path exactly as an issuer would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, sign_lithic, sign_stripe
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A webhook ready to POST: its path, raw body and headers."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MerchantData:
+    """A merchant as the simulator describes it to every issuer."""
+
+    name: str = "OpenAI API"
+    mcc: str = "5734"
+    network_id: str = "openai-1"
+    country: str = "US"
+    city: str = "San Francisco"
+
+
+MERCHANT = MerchantData()
+
+
+def _stripe_merchant(merchant: MerchantData) -> dict[str, Any]:
+    return {
+        "category": "computer_software_stores",
+        "category_code": merchant.mcc,
+        "name": merchant.name,
+        "network_id": merchant.network_id,
+        "country": merchant.country,
+        "city": merchant.city,
+    }
+
+
+def _stripe_event(event_type: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"object": obj}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "type": event_type,
+        "created": int(time.time()),
+        "livemode": False,
+        "data": data,
+    }
+
+
+def stripe_authorization_request(
+    authorization_id: str, card_token: str, amount_minor: int, currency: str = "usd", merchant: MerchantData = MERCHANT
+) -> dict[str, Any]:
+    """An `issuing_authorization.request` event, as Stripe sends it."""
+    return _stripe_event(
+        "issuing_authorization.request",
+        {
+            "id": authorization_id,
+            "object": "issuing.authorization",
+            "amount": 0,
+            "currency": currency,
+            "approved": False,
+            "status": "pending",
+            "card": {"id": card_token, "object": "issuing.card", "last4": "4242"},
+            "pending_request": {
+                "amount": amount_minor,
+                "currency": currency,
+                "merchant_amount": amount_minor,
+                "merchant_currency": currency,
+                "is_amount_controllable": False,
+            },
+            "merchant_data": _stripe_merchant(merchant),
+        },
+    )
+
+
+def stripe_capture(
+    transaction_id: str, card_token: str, amount_minor: int, authorization_id: str | None, currency: str = "usd"
+) -> dict[str, Any]:
+    """An `issuing_transaction.created` capture (a force capture without `authorization_id`)."""
+    return _stripe_event(
+        "issuing_transaction.created",
+        {
+            "id": transaction_id,
+            "object": "issuing.transaction",
+            "type": "capture",
+            "amount": -amount_minor,
+            "currency": currency,
+            "merchant_amount": -amount_minor,
+            "merchant_currency": currency,
+            "authorization": authorization_id,
+            "card": card_token,
+            "merchant_data": _stripe_merchant(MERCHANT),
+        },
+    )
+
+
+def stripe_reversal(authorization_id: str, card_token: str, held_minor: int, currency: str = "usd") -> dict[str, Any]:
+    """An `issuing_authorization.updated` to status reversed (the whole hold released)."""
+    return _stripe_event(
+        "issuing_authorization.updated",
+        {
+            "id": authorization_id,
+            "object": "issuing.authorization",
+            "amount": 0,
+            "currency": currency,
+            "status": "reversed",
+            "card": {"id": card_token, "object": "issuing.card"},
+            "merchant_data": _stripe_merchant(MERCHANT),
+        },
+        previous={"amount": held_minor, "status": "pending"},
+    )
+
+
+def sign_for_stripe(event: dict[str, Any], secret: str, timestamp: int | None = None) -> Signed:
+    """`event` as Stripe POSTs it to /webhooks/stripe."""
+    body = json.dumps(event).encode()
+    signature = sign_stripe(body, secret, int(time.time()) if timestamp is None else timestamp)
+    return Signed("/webhooks/stripe", body, {STRIPE_HEADER: signature, "Content-Type": "application/json"})
+
+
+def lithic_asa(token: str, card_token: str, amount_minor: int, merchant: MerchantData = MERCHANT) -> dict[str, Any]:
+    """A Lithic ASA request for an authorization."""
+    return {
+        "token": token,
+        "status": "AUTHORIZATION",
+        "amount": amount_minor,
+        "authorization_amount": amount_minor,
+        "cardholder_currency": "USD",
+        "merchant_amount": amount_minor,
+        "merchant_currency": "USD",
+        "card": {"token": card_token, "last_four": "4242", "state": "OPEN"},
+        "merchant": {
+            "acceptor_id": merchant.network_id,
+            "descriptor": merchant.name,
+            "mcc": merchant.mcc,
+            "country": "USA",
+            "city": merchant.city,
+            "state": "CA",
+        },
+        "created": "2026-11-23T10:00:00Z",
+    }
+
+
+def sign_for_lithic(request: dict[str, Any], secret: str, timestamp: int | None = None) -> Signed:
+    """`request` as Lithic POSTs it to /webhooks/lithic (Standard Webhooks headers)."""
+    body = json.dumps(request).encode()
+    headers = sign_lithic(body, secret, f"msg_{uuid.uuid4().hex}", int(time.time()) if timestamp is None else timestamp)
+    return Signed("/webhooks/lithic", body, headers | {"Content-Type": "application/json"})
+
+
+def generic_authorization_request(
+    authorization_id: str, card_token: str, amount_minor: int, currency: str = "USD", merchant: MerchantData = MERCHANT
+) -> dict[str, Any]:
+    """The generic shape's authorization request."""
+    return {
+        "type": "authorization_request",
+        "issuer_authorization_id": authorization_id,
+        "card_token": card_token,
+        "amount": {"amount_minor": amount_minor, "currency": currency},
+        "merchant": {
+            "name": merchant.name,
+            "mcc": merchant.mcc,
+            "network_id": merchant.network_id,
+            "country": merchant.country,
+        },
+    }
+
+
+def sign_generic(message: dict[str, Any], secret: str, timestamp: int | None = None) -> Signed:
+    """`message` as a processor POSTs it to /webhooks/generic."""
+    body = json.dumps(message).encode()
+    signature = sign_stripe(body, secret, int(time.time()) if timestamp is None else timestamp)
+    return Signed("/webhooks/generic", body, {GENERIC_HEADER: signature, "Content-Type": "application/json"})

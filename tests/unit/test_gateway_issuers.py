@@ -1,0 +1,149 @@
+"""Issuer payloads read into one shape; bad ones refused with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.common import Issuer, ReasonCode
+from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted
+from schemas.money import Money
+from services.gateway.issuers import (
+    Ask,
+    Ignored,
+    Notice,
+    WebhookInvalid,
+    lithic_answer,
+    read_generic,
+    read_lithic,
+    read_stripe,
+    stripe_answer,
+)
+from services.gateway.simulator import (
+    generic_authorization_request,
+    lithic_asa,
+    stripe_authorization_request,
+    stripe_capture,
+    stripe_reversal,
+)
+
+
+def _body(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_a_stripe_authorization_request_reads_amounts_merchant_and_card() -> None:
+    """pending_request's amounts, merchant_data's MCC and network id, the card's id."""
+    ask = read_stripe(_body(stripe_authorization_request("iauth_1", "ic_1", 1_250)))
+    assert isinstance(ask, Ask)
+    assert (ask.issuer, ask.issuer_authorization_id, ask.card_token, ask.amount, ask.merchant.mcc) == (
+        Issuer.STRIPE,
+        "iauth_1",
+        "ic_1",
+        Money.of(1_250, "USD"),
+        "5734",
+    )
+
+
+def test_stripe_lifecycle_events_become_our_contracts() -> None:
+    """A capture clears, a capture without authorization is a force-post, a reversal releases."""
+    cleared = read_stripe(_body(stripe_capture("ipi_1", "ic_1", 900, "iauth_1")))
+    forced = read_stripe(_body(stripe_capture("ipi_2", "ic_1", 300, None)))
+    reversed_ = read_stripe(_body(stripe_reversal("iauth_1", "ic_1", 1_000)))
+    assert isinstance(cleared, Notice)
+    assert isinstance(forced, Notice)
+    assert isinstance(reversed_, Notice)
+    assert [(n.event_type, n.fields.get("amount")) for n in (cleared, forced, reversed_)] == [
+        (AuthorizationCleared, Money.of(900, "USD")),
+        (ForcePosted, Money.of(300, "USD")),
+        (AuthorizationReversed, Money.of(1_000, "USD")),
+    ]
+
+
+def test_an_informational_stripe_event_is_ignored() -> None:
+    """issuing_authorization.created and unknown types are acknowledged, not acted on."""
+    event = stripe_authorization_request("iauth_1", "ic_1", 100) | {"type": "issuing_authorization.created"}
+    assert read_stripe(_body(event)) == Ignored("issuing_authorization.created")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "says"),
+    [
+        (lambda e: e.pop("data"), "data"),
+        (lambda e: e["data"]["object"]["pending_request"].update(amount="12.50"), "amount"),
+        (lambda e: e["data"]["object"]["pending_request"].update(amount=12.5), "amount"),
+        (lambda e: e["data"]["object"]["pending_request"].update(currency="xyz"), "unknown currency"),
+        (lambda e: e["data"]["object"]["pending_request"].update(amount=10**12), "less than or equal"),
+        (lambda e: e["data"]["object"]["merchant_data"].update(category_code="computer"), "mcc"),
+        (lambda e: e["data"]["object"].pop("pending_request"), "pending_request"),
+    ],
+)
+def test_a_bad_stripe_request_is_refused_with_the_reason(mutate: object, says: str) -> None:
+    """Missing parts, wrong types, unknown currencies, huge amounts, a non-numeric MCC."""
+    event = stripe_authorization_request("iauth_1", "ic_1", 100)
+    mutate(event)  # type: ignore[operator]
+    with pytest.raises(WebhookInvalid, match=says):
+        read_stripe(_body(event))
+
+
+def test_not_json_is_refused() -> None:
+    """A body that is not JSON says so."""
+    with pytest.raises(WebhookInvalid, match="not JSON"):
+        read_stripe(b"{not json")
+
+
+def test_lithic_asa_reads_and_answers_in_lithics_words() -> None:
+    """The ASA token is the authorization id; our reasons map to Lithic's results."""
+    ask = read_lithic(_body(lithic_asa("tok_1", "card_tok", 500)))
+    assert (ask.issuer, ask.issuer_authorization_id, ask.card_token, ask.amount, ask.merchant.country) == (
+        Issuer.LITHIC,
+        "tok_1",
+        "card_tok",
+        Money.of(500, "USD"),
+        None,  # Lithic sends alpha-3 ("USA"); the contract holds alpha-2 only
+    )
+    assert [lithic_answer("tok_1", reason)["result"] for reason in ReasonCode] == [
+        "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 4, "INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS",
+        *["VELOCITY_EXCEEDED"] * 5, *["CARD_PAUSED"] * 3,
+    ]  # fmt: skip
+
+
+def test_lithic_statuses_other_than_authorizations_are_refused() -> None:
+    """A balance inquiry is not an authorization to decide."""
+    with pytest.raises(WebhookInvalid, match="BALANCE_INQUIRY"):
+        read_lithic(_body(lithic_asa("tok_1", "card_tok", 0) | {"status": "BALANCE_INQUIRY"}))
+
+
+def test_the_generic_shape_reads_requests_and_lifecycle_events() -> None:
+    """An authorization request, and a clearing in our contract's own fields."""
+    ask = read_generic(_body(generic_authorization_request("g1", "gc1", 700)))
+    notice = read_generic(
+        _body(
+            {
+                "id": "ev1",
+                "type": "authorization_cleared",
+                "card_token": "gc1",
+                "occurred_at": "2026-11-23T10:00:00Z",
+                "issuer_authorization_id": "g1",
+                "issuer_transaction_id": "t1",
+                "amount": {"amount_minor": 700, "currency": "USD"},
+            }
+        )
+    )
+    assert isinstance(ask, Ask)
+    assert isinstance(notice, Notice)
+    assert (ask.amount, ask.merchant_amount, notice.event_type, notice.fields["issuer_transaction_id"]) == (
+        Money.of(700, "USD"),
+        Money.of(700, "USD"),
+        AuthorizationCleared,
+        "t1",
+    )
+
+
+def test_stripe_answers_carry_the_reason_in_metadata() -> None:
+    """{"approved": ..., "metadata": {"pursestrings_reason": ...}}."""
+    assert stripe_answer(approved=False, reason=ReasonCode.TRACE_CAP) == {
+        "approved": False,
+        "metadata": {"pursestrings_reason": "trace_cap"},
+    }
