@@ -18,6 +18,17 @@ stop_all() {
 }
 
 "$PURSESTRINGS_ROOT/deploy/infra.sh" up
+# Local webhook secrets, made once and kept in the state folder (issuers and the CLI's `simulate` sign
+# with them); a value already in the environment wins.
+SECRETS_FILE="$PURSESTRINGS_STATE_DIR/webhook-secrets.env"
+if [[ ! -s "$SECRETS_FILE" ]]; then
+    (umask 077; for name in STRIPE LITHIC GENERIC; do
+        echo "PURSESTRINGS_${name}_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+    done > "$SECRETS_FILE")
+fi
+while IFS='=' read -r key value; do
+    [[ -n "$key" && -z "${!key:-}" ]] && export "$key=$value"
+done < "$SECRETS_FILE"
 "$PURSESTRINGS_PYTHON" -m services.cli migrate
 "$PURSESTRINGS_PYTHON" -m services.cli topics >/dev/null
 trap stop_all INT TERM EXIT
@@ -47,6 +58,9 @@ pursestrings is up.
   Kafka       127.0.0.1:$PURSESTRINGS_KAFKA_PORT   (logs: $PURSESTRINGS_STATE_DIR/kafka/logs/)
   PostgreSQL  127.0.0.1:$PURSESTRINGS_PG_PORT   (URL in $PURSESTRINGS_ENV_FILE)
 $(for name in "${SERVICES[@]}"; do printf '  %-11s http://127.0.0.1:%s/healthz   (log: %s)\n' "$name" "${HEALTH_PORT[$name]}" "$LOG_DIR/$name.log"; done)
+
+  API docs    http://127.0.0.1:8080/docs   (admin key: \`PURSESTRINGS_ENV_FILE=$PURSESTRINGS_ENV_FILE .venv/bin/pursestrings keys create --scope admin\`)
+  Webhooks    http://127.0.0.1:8080/webhooks/{stripe,lithic,generic}   (secrets: $SECRETS_FILE)
 
 Ctrl-C stops everything (or run \`make stop\` from another terminal).
 EOF2

@@ -86,11 +86,14 @@ class CapCheck:
         )
 
 
+Candidate = tuple[CapKind, str, Money | int | None, datetime | None]  # cap, scope, limit, window end
+
+
 def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:
     """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order."""
     card = state.cards[card_id]
     month_ends = month_end(now, state.time_zone)
-    candidates: list[tuple[CapKind, str, Money | int | None, datetime | None]] = [
+    candidates: list[Candidate] = [
         (CapKind.PER_AUTHORIZATION, card_id, card.caps.per_authorization, None),
         (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
         (CapKind.CARD_FUNDED, card_id, card.funded_minor, None),
@@ -103,6 +106,24 @@ def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now:
         (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
         (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
     ]
+    return _checks(state, candidates, now)
+
+
+def wallet_caps(state: WalletState, now: datetime) -> list[CapCheck]:
+    """The wallet's own caps at `now` (its rolling and monthly windows, per authorization)."""
+    month_ends = month_end(now, state.time_zone)
+    return _checks(
+        state,
+        [
+            (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
+            (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
+            (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
+        ],
+        now,
+    )
+
+
+def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> list[CapCheck]:
     checks = []
     for cap, scope_id, limit, window_ends_at in candidates:
         if limit is None:

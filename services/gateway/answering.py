@@ -26,7 +26,7 @@ from schemas.topics import Topic, message_key, topic_name
 from services.gateway.directory import CardDirectory, CardRef
 from services.gateway.issuers import Ask, Notice, WebhookInvalid
 from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES
-from services.gateway.replies import DecisionWaiter, Overloaded
+from services.gateway.replies import Overloaded, Replies
 from services.platform.logging import get_logger
 
 _log = get_logger("gateway")
@@ -73,7 +73,7 @@ class Answering:
         broker: KafkaBroker,
         pool: asyncpg.Pool,
         directory: CardDirectory,
-        waiter: DecisionWaiter,
+        waiter: Replies[AuthorizationDecided],
         topic_prefix: str,
         deadline: timedelta,
         clock: Callable[[], datetime] = utc_now,

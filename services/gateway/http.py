@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
@@ -31,8 +31,9 @@ from services.gateway.issuers import (
     read_stripe,
     stripe_answer,
 )
+from services.gateway.management import Management, management_router
 from services.gateway.metrics import LIFECYCLE_EVENTS, SIGNATURE_FAILURES
-from services.gateway.replies import DecisionWaiter
+from services.gateway.replies import command_replies, decision_replies
 from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, SignatureInvalid, verify_lithic, verify_stripe
 from services.platform.kafka import create_broker
 from services.platform.logging import get_logger
@@ -157,8 +158,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         broker = create_broker(settings)
         await broker.start()
         pool = await create_pool(settings)
-        waiter = DecisionWaiter(settings, settings.gateway_max_pending)
+        waiter = decision_replies(settings, settings.gateway_max_pending)
         await waiter.start()
+        commands = command_replies(settings, settings.gateway_max_pending)
+        await commands.start()
+        app.state.management = Management(pool, broker, commands, settings.topic_prefix)
         app.state.answering = Answering(
             broker=broker,
             pool=pool,
@@ -170,6 +174,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         try:
             yield
         finally:
+            await commands.stop()
             await waiter.stop()
             await pool.close()
             await broker.stop()
@@ -185,5 +190,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(HTTPException)
+    async def flat_errors(_: Request, error: HTTPException) -> Response:
+        """Errors as {"error": ..., "detail": ...}, like the webhooks'."""
+        body = error.detail if isinstance(error.detail, dict) else {"error": "http_error", "detail": error.detail}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
     _Webhooks(app, settings, clock).routes()
+    app.include_router(management_router())
     return app

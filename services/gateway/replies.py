@@ -1,7 +1,8 @@
-"""Request/reply over Kafka: each gateway instance reads every partition of `auth.decisions` (no
-consumer group: every instance sees every decision, so its own replies too) and resolves the future
-of the request it is waiting for, by issuer authorization id. FastStream's `request()` works only
-against its in-memory test broker, hence aiokafka here (decision 0006).
+"""Request/reply over Kafka: each gateway instance reads every partition of a reply topic (no
+consumer group: every instance sees every reply, so its own too) and resolves the future of the
+request it is waiting for, by a key: the issuer authorization id on `auth.decisions`, the command
+id on `wallet.events`. FastStream's `request()` works only against its in-memory test broker, hence
+aiokafka here (decision 0006).
 
 The map of pending requests is bounded: past `max_pending` a request is refused at once
 (`Overloaded`) and the caller answers decline, rather than queueing past the issuer's deadline.
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.registry import InvalidMessage, parse
 from schemas.topics import Topic, topic_name
+from schemas.wallet import AnyWalletEvent
 from services.platform.kafka import create_consumer, partition_count
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
@@ -28,13 +33,20 @@ class Overloaded(RuntimeError):
     """Too many requests are waiting already."""
 
 
-class DecisionWaiter:
-    """Futures of decisions, by issuer authorization id, resolved from `auth.decisions`."""
+Reply = TypeVar("Reply", bound=BaseModel)
 
-    def __init__(self, settings: Settings, max_pending: int) -> None:
+
+class Replies(Generic[Reply]):
+    """Futures of replies on `topic`, by the key `key_of` reads from each (None: not a reply)."""
+
+    def __init__(
+        self, settings: Settings, topic: Topic, key_of: Callable[[BaseModel], str | None], max_pending: int
+    ) -> None:
         self._settings = settings
+        self._topic = topic
+        self._key_of = key_of
         self._max_pending = max_pending
-        self._pending: dict[str, asyncio.Future[AuthorizationDecided]] = {}
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -44,8 +56,8 @@ class DecisionWaiter:
         return len(self._pending)
 
     async def start(self) -> None:
-        """Read every partition of auth.decisions from its end (earlier decisions are not ours)."""
-        topic = topic_name(Topic.AUTH_DECISIONS, self._settings.topic_prefix)
+        """Read every partition of the topic from its end (earlier replies are not ours)."""
+        topic = topic_name(self._topic, self._settings.topic_prefix)
         count = await partition_count(self._settings.kafka_bootstrap_servers, topic)
         if not count:
             raise RuntimeError(f"topic {topic} has no partitions (was it created?)")
@@ -67,21 +79,21 @@ class DecisionWaiter:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    def expect(self, authorization_id: str) -> asyncio.Future[AuthorizationDecided]:
-        """The future of `authorization_id`'s decision (shared by a retry that arrives meanwhile)."""
-        waiting = self._pending.get(authorization_id)
+    def expect(self, key: str) -> asyncio.Future[Reply]:
+        """The future of `key`'s reply (shared by a retry that arrives meanwhile)."""
+        waiting = self._pending.get(key)
         if waiting is not None:
             return waiting
         if len(self._pending) >= self._max_pending:
-            raise Overloaded(f"{len(self._pending)} requests already wait for a decision")
-        future: asyncio.Future[AuthorizationDecided] = asyncio.get_running_loop().create_future()
-        self._pending[authorization_id] = future
-        future.add_done_callback(lambda _: self._forget(authorization_id, future))
+            raise Overloaded(f"{len(self._pending)} requests already wait for a reply")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        future.add_done_callback(lambda _: self._forget(key, future))
         return future
 
-    def _forget(self, authorization_id: str, future: asyncio.Future[AuthorizationDecided]) -> None:
-        if self._pending.get(authorization_id) is future:
-            del self._pending[authorization_id]
+    def _forget(self, key: str, future: asyncio.Future[Reply]) -> None:
+        if self._pending.get(key) is future:
+            del self._pending[key]
 
     async def _run(self) -> None:
         assert self._consumer is not None  # noqa: S101 - start() runs first
@@ -95,11 +107,26 @@ class DecisionWaiter:
         if not self._pending:
             return  # nobody waits: skip the parse
         try:
-            decision = parse(Topic.AUTH_DECISIONS, value)
+            reply = parse(self._topic, value)
         except InvalidMessage as error:
-            _log.warning("decision_unreadable", error=str(error).splitlines()[0])
+            _log.warning("reply_unreadable", topic=self._topic.value, error=str(error).splitlines()[0])
             return
-        assert isinstance(decision, AuthorizationDecided)  # noqa: S101 - auth.decisions carries only these
-        future = self._pending.get(decision.issuer_authorization_id)
+        key = self._key_of(reply)
+        future = self._pending.get(key) if key is not None else None
         if future is not None and not future.done():
-            future.set_result(decision)
+            future.set_result(reply)  # type: ignore[arg-type]
+
+
+def decision_replies(settings: Settings, max_pending: int) -> Replies[AuthorizationDecided]:
+    """Decisions on auth.decisions, by issuer authorization id."""
+    return Replies(settings, Topic.AUTH_DECISIONS, lambda d: getattr(d, "issuer_authorization_id", None), max_pending)
+
+
+def command_replies(settings: Settings, max_pending: int) -> Replies[AnyWalletEvent]:
+    """What each wallet command became on wallet.events, by command id."""
+
+    def command_of(event: BaseModel) -> str | None:
+        command_id = getattr(event, "command_id", None)
+        return None if command_id is None else str(command_id)
+
+    return Replies(settings, Topic.WALLET_EVENTS, command_of, max_pending)

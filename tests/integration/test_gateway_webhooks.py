@@ -5,24 +5,19 @@ issuer.events.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from pydantic import SecretStr
 
 from schemas.common import Issuer
 from schemas.topics import Topic
 from schemas.wallet import CreateCard, CreateWallet
 from services.authorizer.runtime import Authorizer
-from services.gateway.http import create_app
 from services.gateway.simulator import (
     Signed,
     generic_authorization_request,
@@ -36,69 +31,36 @@ from services.gateway.simulator import (
 )
 from services.platform.settings import Settings
 from tests.support.builders import command_fields, usd
-from tests.support.infra import free_port
 from tests.support.kafka_io import Collector, apply_commands
+from tests.support.services import (
+    GENERIC_SECRET,
+    LITHIC_SECRET,
+    STRIPE_SECRET,
+    gateway_settings,
+    running_authorizer,
+    running_gateway,
+)
 
-STRIPE_SECRET = "whsec_stripe_test"  # noqa: S105 - test secrets
-LITHIC_SECRET = "whsec_bGl0aGljLXRlc3Qtc2VjcmV0"  # noqa: S105
-GENERIC_SECRET = "generic-test-secret"  # noqa: S105
 WALLET, CARD, TOKEN = "wal_gw", "card_gw", "ic_gw"
 
 
 @pytest.fixture
-def gateway_settings(kafka_topics: Settings) -> Settings:
+def settings_for_gateway(kafka_topics: Settings) -> Settings:
     """The test's settings with webhook secrets, a free port and a short deadline."""
-    return kafka_topics.model_copy(
-        update={
-            "stripe_webhook_secret": SecretStr(STRIPE_SECRET),
-            "lithic_webhook_secret": SecretStr(LITHIC_SECRET),
-            "generic_webhook_secret": SecretStr(GENERIC_SECRET),
-            "gateway_port": free_port(),
-            "auth_deadline_ms": 1_000,
-        }
-    )
+    return gateway_settings(kafka_topics)
 
 
 @pytest.fixture
-async def gateway(gateway_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(settings_for_gateway: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway app served by uvicorn in this process; a client for it."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(gateway_settings),
-            host="127.0.0.1",
-            port=gateway_settings.gateway_port,
-            lifespan="on",
-            log_config=None,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serving.done(), "the gateway stopped before it started"
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_settings.gateway_port}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await serving
-
-
-@asynccontextmanager
-async def _running(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
-    running = Authorizer(settings, pool)
-    await running.start()
-    task = asyncio.create_task(running.run())
-    try:
-        yield running
-    finally:
-        task.cancel()
-        await running.stop()
+    async with running_gateway(settings_for_gateway) as client:
+        yield client
 
 
 @pytest.fixture
 async def authorizer(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
     """The authorizer running in this process."""
-    async with _running(kafka_topics, pool) as running:
+    async with running_authorizer(kafka_topics, pool) as running:
         yield running
 
 
@@ -137,19 +99,19 @@ async def _stripe_ask(client: httpx.AsyncClient, auth: str, amount_minor: int, t
 
 @pytest.mark.usefixtures("authorizer")
 async def test_a_scripted_day_on_a_ten_dollar_card_gets_exactly_the_expected_answers(
-    gateway: httpx.AsyncClient, gateway_settings: Settings
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings
 ) -> None:
     """$3, $4, $2.50 approved; $1 declined; a $4 reversal frees room for $3.50; a $3 capture at $2.80
     and a $0.40 force capture leave $0.30: $0.31 declined, $0.30 approved.
     """
-    await _ten_dollar_card(gateway_settings)
+    await _ten_dollar_card(settings_for_gateway)
     answers = [
         await _stripe_ask(gateway, "iauth_1", 300),
         await _stripe_ask(gateway, "iauth_2", 400),
         await _stripe_ask(gateway, "iauth_3", 250),
         await _stripe_ask(gateway, "iauth_4", 100),
     ]
-    async with Collector(gateway_settings, Topic.ISSUER_EVENTS) as lifecycle:
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
         for event in (
             stripe_reversal("iauth_2", TOKEN, 400),
             stripe_capture("ipi_1", TOKEN, 280, "iauth_1"),
@@ -176,10 +138,10 @@ async def test_a_scripted_day_on_a_ten_dollar_card_gets_exactly_the_expected_ans
 
 @pytest.mark.usefixtures("authorizer")
 async def test_a_retried_webhook_gets_the_same_answer(
-    gateway: httpx.AsyncClient, gateway_settings: Settings, pool: asyncpg.Pool
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
 ) -> None:
     """The same event sent twice (Stripe retries) is decided once and answered twice alike."""
-    await _ten_dollar_card(gateway_settings)
+    await _ten_dollar_card(settings_for_gateway)
     signed = sign_for_stripe(stripe_authorization_request("iauth_r", TOKEN, 600), STRIPE_SECRET)
     first, second = (await _post(gateway, signed)).json(), (await _post(gateway, signed)).json()
     decisions = await pool.fetchval("SELECT count(*) FROM authorizer.decisions WHERE wallet_id = $1", WALLET)
@@ -202,10 +164,10 @@ async def test_an_unknown_card_is_declined_at_once_and_recorded(gateway: httpx.A
 
 @pytest.mark.usefixtures("authorizer")
 async def test_bad_signatures_are_refused_and_nothing_is_published(
-    gateway: httpx.AsyncClient, gateway_settings: Settings
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings
 ) -> None:
     """Wrong secret, stale timestamp, tampered body, no header → 400; only the good request reaches Kafka."""
-    await _ten_dollar_card(gateway_settings)
+    await _ten_dollar_card(settings_for_gateway)
     event = stripe_authorization_request("iauth_bad", TOKEN, 100)
     good = sign_for_stripe(event, STRIPE_SECRET)
     bad = [
@@ -214,7 +176,7 @@ async def test_bad_signatures_are_refused_and_nothing_is_published(
         Signed(good.path, good.body.replace(b"100", b"900"), good.headers),
         Signed(good.path, good.body, {"Content-Type": "application/json"}),
     ]
-    async with Collector(gateway_settings, Topic.AUTH_REQUESTS) as requests:
+    async with Collector(settings_for_gateway, Topic.AUTH_REQUESTS) as requests:
         statuses = [(await _post(gateway, signed)).status_code for signed in bad]
         errors = [(await _post(gateway, signed)).json()["error"] for signed in bad]
         ok = await _post(gateway, sign_for_stripe(stripe_authorization_request("iauth_ok", TOKEN, 100), STRIPE_SECRET))
@@ -228,19 +190,22 @@ async def test_bad_signatures_are_refused_and_nothing_is_published(
 
 
 async def test_with_the_authorizer_down_the_answer_is_a_decline_within_the_deadline(
-    gateway: httpx.AsyncClient, gateway_settings: Settings, kafka_topics: Settings, pool: asyncpg.Pool
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, kafka_topics: Settings, pool: asyncpg.Pool
 ) -> None:
     """No decision in time → decline (fail closed) before Stripe's 2 s, and authorization_expired published;
     the authorizer, started later, then declines the stale request too: no hold is left.
     """
-    async with _running(kafka_topics, pool):  # an authorizer for the set-up only
-        await _ten_dollar_card(gateway_settings)
-    async with Collector(gateway_settings, Topic.ISSUER_EVENTS) as lifecycle:
+    async with running_authorizer(kafka_topics, pool):  # an authorizer for the set-up only
+        await _ten_dollar_card(settings_for_gateway)
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
         started = time.perf_counter()
         answer = await _stripe_ask(gateway, "iauth_late", 100)
         elapsed = time.perf_counter() - started
         expired = await lifecycle.wait_for(lambda items: len(items) >= 1)
-    async with _running(kafka_topics, pool), Collector(gateway_settings, Topic.AUTH_DECISIONS) as decisions:
+    async with (
+        running_authorizer(kafka_topics, pool),
+        Collector(settings_for_gateway, Topic.AUTH_DECISIONS) as decisions,
+    ):
         decided = await decisions.wait_for(lambda items: any(d.issuer_authorization_id == "iauth_late" for d in items))
     holds = await pool.fetchval("SELECT count(*) FROM authorizer.holds WHERE wallet_id = $1", WALLET)
     assert (answer["approved"], answer["metadata"], elapsed < 2.0) == (
@@ -257,10 +222,10 @@ async def test_with_the_authorizer_down_the_answer_is_a_decline_within_the_deadl
 
 @pytest.mark.usefixtures("authorizer")
 async def test_lithic_and_generic_issuers_are_answered_in_their_shapes(
-    gateway: httpx.AsyncClient, gateway_settings: Settings
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings
 ) -> None:
     """Lithic: {"token", "result"}; generic: {"issuer_authorization_id", "approved", "reason"}."""
-    await _ten_dollar_card(gateway_settings, Issuer.LITHIC, "lithic_card")
+    await _ten_dollar_card(settings_for_gateway, Issuer.LITHIC, "lithic_card")
     token = str(uuid.uuid4())
     lithic = await _post(gateway, sign_for_lithic(lithic_asa(token, "lithic_card", 1_500), LITHIC_SECRET))
     generic = await _post(gateway, sign_generic(generic_authorization_request("g_1", "nobody", 100), GENERIC_SECRET))

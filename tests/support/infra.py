@@ -65,9 +65,15 @@ def _local() -> Infrastructure:
 
 
 def _running_kafka_version(server_log: Path) -> str:
-    """The version the running broker announced at start (the last such line of its log)."""
-    found = re.findall(r"Kafka version: (\S+)", server_log.read_text(errors="replace"))
-    return found[-1] if found else "unknown"
+    """The version the running broker announced at start (the newest such line of its logs; the
+    log rolls over hourly, so the announcement may be in an older file).
+    """
+    logs = sorted(server_log.parent.glob(f"{server_log.name}*"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for log in logs:
+        found = re.findall(r"Kafka version: (\S+)", log.read_text(errors="replace"))
+        if found:
+            return str(found[-1])
+    return "unknown"
 
 
 def free_port() -> int:

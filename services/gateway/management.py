@@ -1,0 +1,437 @@
+"""The management API under /v1: wallets, cards, freezes, traces, balances, transactions.
+
+Every change is a wallet command on `wallet.commands`; the call returns once the authorizer has
+applied it (its event is back on `wallet.events`), with the wallet or card as it now stands.
+Reads come from the authorizer's tables in Postgres. Callers present `Authorization: Bearer
+<key>`: `admin` keys may do everything, `read` keys read everything, `agent` keys read their own
+wallet and bind traces on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Request
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import CapKind, Identifier, Issuer, Mcc, Reason, TraceId
+from schemas.money import CurrencyCode, Money
+from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
+from schemas.registry import serialize
+from schemas.topics import Topic, message_key, topic_name
+from schemas.wallet import (
+    AnyWalletCommand,
+    AnyWalletEvent,
+    BindTrace,
+    CloseCard,
+    CloseWallet,
+    CommandRejected,
+    CreateCard,
+    CreateWallet,
+    FreezeCard,
+    FreezeWallet,
+    Last4,
+    SlackChannel,
+    TimeZoneName,
+    UnfreezeCard,
+    UnfreezeWallet,
+    UpdateCaps,
+)
+from services.authorizer.decide import CapCheck, applicable_caps, wallet_caps
+from services.authorizer.state import WalletState, bound_trace
+from services.authorizer.store import Store
+from services.gateway.keys import ApiKey, Scope, authenticate
+from services.gateway.replies import Overloaded, Replies
+
+COMMAND_TIMEOUT_S = 10.0
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WalletIn(_Body):
+    """A new wallet: a policy template, and anything that differs from it."""
+
+    wallet_id: Identifier | None = Field(default=None, description="yours, or one is made up")
+    template: PolicyTemplate = PolicyTemplate.STARTER
+    currency: CurrencyCode = "USD"
+    time_zone: TimeZoneName = "UTC"
+    label: str = Field(default="", max_length=200)
+    caps: WalletCaps | None = None
+    slack_channel: SlackChannel | None = None
+    approvers: tuple[str, ...] = ()
+    raise_step: Money | None = None
+    max_raise: Money | None = None
+
+
+class CardIn(_Body):
+    """A new card of the wallet: the issuer's token and last 4, its money and rules."""
+
+    card_id: Identifier | None = Field(default=None, description="yours, or one is made up")
+    issuer: Issuer = Issuer.STRIPE
+    issuer_card_token: Identifier
+    last4: Last4
+    label: str = Field(default="", max_length=200)
+    funded_amount: Money | None = None
+    caps: CardCaps = CardCaps()
+    mcc_allow: frozenset[Mcc] = frozenset()
+    mcc_block: frozenset[Mcc] = frozenset()
+    merchant_lock: str | None = Field(default=None, max_length=64)
+    expires_at: datetime | None = None
+
+
+class ReasonIn(_Body):
+    """Why (kept in the wallet's history)."""
+
+    reason: Reason
+
+
+class TraceIn(_Body):
+    """Bind a trace (a task, a PR) to the wallet or one card, with its own cap or the default."""
+
+    trace_id: TraceId
+    card_id: Identifier | None = None
+    cap: Money | None = None
+
+
+class WalletCapsIn(_Body):
+    """New wallet caps (all of them: a cap left out is removed)."""
+
+    caps: WalletCaps
+
+
+class CardCapsIn(_Body):
+    """New card caps (all of them)."""
+
+    caps: CardCaps
+
+
+class CapOut(BaseModel):
+    """One cap as it stands: limit (with raises), spent, held, used and what remains."""
+
+    cap: CapKind
+    scope_id: str
+    limit: Money
+    spent: Money
+    held: Money
+    used: Money
+    remaining: Money
+    window_ends_at: datetime | None
+
+
+class CardOut(BaseModel):
+    """A card and every cap that applies to it."""
+
+    card_id: str
+    wallet_id: str
+    issuer: Issuer
+    issuer_card_token: str
+    last4: str
+    label: str
+    status: str
+    funded_amount: Money | None
+    trace_id: str | None
+    caps: list[CapOut]
+
+
+class WalletOut(BaseModel):
+    """A wallet, its own caps and its cards."""
+
+    wallet_id: str
+    label: str
+    template: PolicyTemplate
+    currency: str
+    time_zone: str
+    status: str
+    slack_channel: str | None
+    approvers: tuple[str, ...]
+    caps: list[CapOut]
+    cards: list[CardOut]
+
+
+class TransactionOut(BaseModel):
+    """One authorization as the authorizer decided it."""
+
+    issuer_authorization_id: str
+    card_id: str
+    approved: bool
+    reason: str
+    amount: Money
+    merchant: dict[str, Any]
+    trace_id: str | None
+    decided_at: datetime
+
+
+def _cap_out(check: CapCheck, currency: str) -> CapOut:
+    used = check.spent_minor + check.held_minor
+    return CapOut(
+        cap=check.cap,
+        scope_id=check.scope_id,
+        limit=Money.of(check.limit_minor, currency),
+        spent=Money.of(check.spent_minor, currency),
+        held=Money.of(check.held_minor, currency),
+        used=Money.of(used, currency),
+        remaining=Money.of(max(0, check.limit_minor - used), currency),
+        window_ends_at=check.window_ends_at,
+    )
+
+
+def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
+    card = state.cards[card_id]
+    trace_id = bound_trace(state, card_id)
+    return CardOut(
+        card_id=card_id,
+        wallet_id=state.wallet_id,
+        issuer=card.issuer,
+        issuer_card_token=card.issuer_card_token,
+        last4=card.last4,
+        label=card.label,
+        status=card.status,
+        funded_amount=None if card.funded_minor is None else Money.of(card.funded_minor, state.currency),
+        trace_id=trace_id,
+        caps=[_cap_out(check, state.currency) for check in applicable_caps(state, card_id, trace_id, now)],
+    )
+
+
+def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
+    return WalletOut(
+        wallet_id=state.wallet_id,
+        label=state.label,
+        template=state.template,
+        currency=state.currency,
+        time_zone=state.time_zone,
+        status=state.status,
+        slack_channel=state.slack_channel,
+        approvers=state.approvers,
+        caps=[_cap_out(check, state.currency) for check in wallet_caps(state, now)],
+        cards=[_card_out(state, card_id, now) for card_id in sorted(state.cards)],
+    )
+
+
+class Management:
+    """What the /v1 handlers share: Postgres, the broker and the replies of wallet commands."""
+
+    def __init__(self, pool: asyncpg.Pool, broker: KafkaBroker, replies: Replies[AnyWalletEvent], prefix: str) -> None:
+        self.pool = pool
+        self._broker = broker
+        self._replies = replies
+        self._prefix = prefix
+        self._store = Store(pool, "")
+
+    async def apply(self, command: AnyWalletCommand) -> AnyWalletEvent:
+        """Publish `command`; return its event once the authorizer applied it (409 if it refused)."""
+        try:
+            future = self._replies.expect(str(command.command_id))
+        except Overloaded as error:
+            raise HTTPException(503, {"error": "overloaded", "detail": str(error)}) from None
+        await self._broker.publish(
+            serialize(command), topic=topic_name(Topic.WALLET_COMMANDS, self._prefix), key=message_key(command)
+        )
+        try:
+            event = await asyncio.wait_for(asyncio.shield(future), COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise HTTPException(
+                504,
+                {
+                    "error": "not_applied_yet",
+                    "detail": "the command is queued but the authorizer did not confirm it in time",
+                    "command_id": str(command.command_id),
+                },
+            ) from None
+        if isinstance(event, CommandRejected):
+            raise HTTPException(
+                409, {"error": "rejected", "detail": event.error, "command_id": str(command.command_id)}
+            )
+        return event
+
+    async def state(self, wallet_id: str) -> WalletState:
+        """The wallet as the authorizer last committed it (404 if there is none)."""
+        found = await self._store.load_wallets([wallet_id], datetime.now(UTC))
+        if wallet_id not in found:
+            raise HTTPException(404, {"error": "not_found", "detail": f"no wallet {wallet_id!r}"})
+        return found[wallet_id]
+
+    async def wallet_of_card(self, card_id: str) -> str:
+        """The wallet a card belongs to (404 if there is no such card)."""
+        wallet_id = await self.pool.fetchval("SELECT wallet_id FROM authorizer.cards WHERE card_id = $1", card_id)
+        if wallet_id is None:
+            raise HTTPException(404, {"error": "not_found", "detail": f"no card {card_id!r}"})
+        return str(wallet_id)
+
+    async def transactions(self, column: str, value: str, wallet_id: str | None, limit: int) -> list[TransactionOut]:
+        """Decisions by card or trace, newest first."""
+        rows = await self.pool.fetch(
+            f"""SELECT decision FROM authorizer.decisions
+                WHERE decision::jsonb ->> '{column}' = $1 AND ($2::text IS NULL OR wallet_id = $2)
+                ORDER BY decided_at DESC LIMIT $3""",  # noqa: S608 - column is one of two literals
+            value, wallet_id, limit,
+        )  # fmt: skip
+        return [TransactionOut.model_validate(json.loads(row["decision"])) for row in rows]
+
+
+def _management(request: Request) -> Management:
+    return request.app.state.management  # type: ignore[no-any-return]
+
+
+async def _caller(request: Request) -> ApiKey:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        raise HTTPException(401, {"error": "unauthenticated", "detail": "send Authorization: Bearer <api key>"})
+    key = await authenticate(_management(request).pool, presented.strip())
+    if key is None:
+        raise HTTPException(401, {"error": "unauthenticated", "detail": "unknown or revoked API key"})
+    return key
+
+
+Caller = Annotated[ApiKey, Depends(_caller)]
+Shared = Annotated[Management, Depends(_management)]
+
+
+def _may_read(caller: ApiKey, wallet_id: str) -> None:
+    if caller.scope == Scope.AGENT and caller.wallet_id != wallet_id:
+        raise HTTPException(403, {"error": "forbidden", "detail": "an agent key sees only its own wallet"})
+
+
+def _must_admin(caller: ApiKey) -> None:
+    if caller.scope != Scope.ADMIN:
+        raise HTTPException(403, {"error": "forbidden", "detail": f"needs an admin key, this one is {caller.scope}"})
+
+
+def _fields(caller: ApiKey, wallet_id: str) -> dict[str, Any]:
+    return {"command_id": uuid.uuid4(), "wallet_id": wallet_id, "actor": caller.actor, "issued_at": datetime.now(UTC)}
+
+
+async def _wallet_change(
+    wallet_id: str, caller: ApiKey, shared: Management, command: type[Any], body: ReasonIn
+) -> WalletOut:
+    _must_admin(caller)
+    await shared.apply(command(**_fields(caller, wallet_id), reason=body.reason))
+    return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+
+async def _card_change(card_id: str, caller: ApiKey, shared: Management, command: type[Any], body: ReasonIn) -> CardOut:
+    _must_admin(caller)
+    wallet_id = await shared.wallet_of_card(card_id)
+    await shared.apply(command(**_fields(caller, wallet_id), card_id=card_id, reason=body.reason))
+    return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
+
+
+def management_router() -> APIRouter:
+    """The /v1 routes."""
+    router = APIRouter(prefix="/v1", tags=["management"])
+    _wallet_routes(router)
+    _card_routes(router)
+    return router
+
+
+def _wallet_routes(router: APIRouter) -> None:
+
+    @router.post("/wallets", status_code=201)
+    async def create_wallet(body: WalletIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Create a wallet from a policy template."""
+        _must_admin(caller)
+        wallet_id = body.wallet_id or f"wal_{uuid.uuid4().hex[:12]}"
+        values = body.model_dump(exclude={"wallet_id"}, exclude_none=True)
+        await shared.apply(CreateWallet(**_fields(caller, wallet_id), **values))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.get("/wallets/{wallet_id}")
+    async def get_wallet(wallet_id: str, caller: Caller, shared: Shared) -> WalletOut:
+        """A wallet, its caps and its cards as they stand."""
+        _may_read(caller, wallet_id)
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.put("/wallets/{wallet_id}/caps")
+    async def update_wallet_caps(wallet_id: str, body: WalletCapsIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Replace the wallet's caps."""
+        _must_admin(caller)
+        await shared.apply(UpdateCaps(**_fields(caller, wallet_id), wallet_caps=body.caps))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.post("/wallets/{wallet_id}/freeze")
+    async def freeze_wallet(wallet_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Freeze the wallet: every authorization after this is declined."""
+        return await _wallet_change(wallet_id, caller, shared, FreezeWallet, body)
+
+    @router.post("/wallets/{wallet_id}/unfreeze")
+    async def unfreeze_wallet(wallet_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Unfreeze the wallet."""
+        return await _wallet_change(wallet_id, caller, shared, UnfreezeWallet, body)
+
+    @router.post("/wallets/{wallet_id}/close")
+    async def close_wallet(wallet_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Close the wallet for good."""
+        return await _wallet_change(wallet_id, caller, shared, CloseWallet, body)
+
+
+def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler per route
+    @router.post("/wallets/{wallet_id}/cards", status_code=201)
+    async def create_card(wallet_id: str, body: CardIn, caller: Caller, shared: Shared) -> CardOut:
+        """Issue a card to the wallet (the issuer's token and last 4; never a card number)."""
+        _must_admin(caller)
+        card_id = body.card_id or f"card_{uuid.uuid4().hex[:12]}"
+        values = body.model_dump(exclude={"card_id"}, exclude_none=True)
+        await shared.apply(CreateCard(**_fields(caller, wallet_id), card_id=card_id, **values))
+        return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
+
+    @router.get("/cards/{card_id}")
+    async def get_card(card_id: str, caller: Caller, shared: Shared) -> CardOut:
+        """A card and every cap that applies to it: limit, spent, held, remaining."""
+        wallet_id = await shared.wallet_of_card(card_id)
+        _may_read(caller, wallet_id)
+        return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
+
+    @router.put("/cards/{card_id}/caps")
+    async def update_card_caps(card_id: str, body: CardCapsIn, caller: Caller, shared: Shared) -> CardOut:
+        """Replace the card's own caps."""
+        _must_admin(caller)
+        wallet_id = await shared.wallet_of_card(card_id)
+        await shared.apply(UpdateCaps(**_fields(caller, wallet_id), card_id=card_id, card_caps=body.caps))
+        return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
+
+    @router.post("/cards/{card_id}/freeze")
+    async def freeze_card(card_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> CardOut:
+        """Freeze the card: every authorization on it after this is declined."""
+        return await _card_change(card_id, caller, shared, FreezeCard, body)
+
+    @router.post("/cards/{card_id}/unfreeze")
+    async def unfreeze_card(card_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> CardOut:
+        """Unfreeze the card."""
+        return await _card_change(card_id, caller, shared, UnfreezeCard, body)
+
+    @router.post("/cards/{card_id}/close")
+    async def close_card(card_id: str, body: ReasonIn, caller: Caller, shared: Shared) -> CardOut:
+        """Close the card for good."""
+        return await _card_change(card_id, caller, shared, CloseCard, body)
+
+    @router.post("/wallets/{wallet_id}/traces")
+    async def bind_trace(wallet_id: str, body: TraceIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Authorizations after this carry the trace id and count against its cap (agents may, on their wallet)."""
+        if caller.scope == Scope.READ:
+            raise HTTPException(403, {"error": "forbidden", "detail": "a read key cannot bind traces"})
+        _may_read(caller, wallet_id)
+        await shared.apply(BindTrace(**_fields(caller, wallet_id), **body.model_dump(exclude_none=True)))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.get("/cards/{card_id}/transactions")
+    async def card_transactions(card_id: str, caller: Caller, shared: Shared, limit: int = 100) -> list[TransactionOut]:
+        """The card's authorizations, newest first."""
+        wallet_id = await shared.wallet_of_card(card_id)
+        _may_read(caller, wallet_id)
+        return await shared.transactions("card_id", card_id, wallet_id, min(max(limit, 1), 1_000))
+
+    @router.get("/traces/{trace_id}/transactions")
+    async def trace_transactions(
+        trace_id: str, caller: Caller, shared: Shared, limit: int = 100
+    ) -> list[TransactionOut]:
+        """The trace's authorizations, newest first (an agent sees its own wallet's only)."""
+        return await shared.transactions("trace_id", trace_id, caller.wallet_id, min(max(limit, 1), 1_000))
