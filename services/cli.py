@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+import uuid
+from typing import Annotated, Any
 
 import asyncpg
+import httpx
 import typer
 from pydantic import ValidationError
 
+from services.client import ApiClient, ApiError, minor_units, money_text
 from services.gateway.keys import Scope, create_key
+from services.gateway.simulator import MerchantData, simulated_authorization
 from services.platform.health import wait_until_healthy
 from services.platform.kafka import ensure_topics, project_topics
 from services.platform.migrations import MigrationError, apply_migrations
@@ -32,6 +36,171 @@ app = typer.Typer(
 )
 keys = typer.Typer(help="management API keys (run where the database is reachable)", no_args_is_help=True)
 app.add_typer(keys, name="keys")
+wallets = typer.Typer(
+    help="wallets (through the API: PURSESTRINGS_API_URL, PURSESTRINGS_API_KEY)", no_args_is_help=True
+)
+app.add_typer(wallets, name="wallets")
+cards = typer.Typer(help="cards (through the API)", no_args_is_help=True)
+app.add_typer(cards, name="cards")
+trace = typer.Typer(help="traces: tasks, PRs, runs whose spend is capped and counted together", no_args_is_help=True)
+app.add_typer(trace, name="trace")
+
+
+def _client() -> ApiClient:
+    return ApiClient()
+
+
+def _money_in(amount: str, currency: str) -> dict[str, Any]:
+    try:
+        return {"amount_minor": minor_units(amount, currency), "currency": currency.upper()}
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _cap_line(cap: dict[str, Any]) -> str:
+    return (
+        f"{cap['cap']} ({cap['scope_id']}): {money_text(cap['remaining'])} of {money_text(cap['limit'])} remaining"
+        f" (spent {money_text(cap['spent'])}, held {money_text(cap['held'])})"
+    )
+
+
+@wallets.command("create")
+def wallets_create(  # noqa: PLR0917 - one option per field a wallet has
+    wallet_id: Annotated[str | None, typer.Option("--id", help="your id for it (default: one is made up)")] = None,
+    template: Annotated[str, typer.Option(help="starter, research_agent, ci_agent, support_agent")] = "starter",
+    label: Annotated[str, typer.Option(help="what it is for")] = "",
+    currency: Annotated[str, typer.Option(help="the caps' currency")] = "USD",
+    time_zone: Annotated[str, typer.Option(help="for calendar months, e.g. Europe/Paris")] = "UTC",
+    slack_channel: Annotated[str | None, typer.Option(help="where approval requests go")] = None,
+    approver: Annotated[list[str] | None, typer.Option(help="a Slack user who may approve (repeat)")] = None,
+) -> None:
+    """Create a wallet from a policy template; print its id and caps."""
+    created = _client().create_wallet(
+        wallet_id=wallet_id, template=template, label=label, currency=currency.upper(), time_zone=time_zone,
+        slack_channel=slack_channel, approvers=approver or None,
+    )  # fmt: skip
+    typer.echo(f"wallet {created['wallet_id']}  {created['template']}  {created['status']}")
+    for cap in created["caps"]:
+        typer.echo(f"  {_cap_line(cap)}")
+
+
+@cards.command("create")
+def cards_create(  # noqa: PLR0917 - one option per field a card has
+    wallet: Annotated[str, typer.Option(help="the wallet it belongs to")],
+    amount: Annotated[str | None, typer.Option(help="funded amount in major units, e.g. 10 or 8.47")] = None,
+    currency: Annotated[str, typer.Option(help="of --amount")] = "USD",
+    label: Annotated[str, typer.Option(help="what it is for")] = "",
+    mcc: Annotated[list[str] | None, typer.Option(help="an allowed MCC (repeat); none: all not blocked")] = None,
+    merchant_lock: Annotated[str | None, typer.Option(help="only this merchant network id")] = None,
+    issuer: Annotated[str, typer.Option(help="stripe, lithic or generic")] = "stripe",
+    issuer_card_id: Annotated[
+        str | None, typer.Option(help="the issuer's card token (default: a simulated one)")
+    ] = None,
+    last4: Annotated[str, typer.Option(help="the card's last 4 digits")] = "4242",
+    card_id: Annotated[str | None, typer.Option("--id", help="your id for it")] = None,
+) -> None:
+    """Issue a card to a wallet; print its id, amount and status."""
+    funded = None if amount is None else _money_in(amount, currency)
+    created = _client().create_card(
+        wallet, card_id=card_id, issuer=issuer, issuer_card_token=issuer_card_id or f"sim_{uuid.uuid4().hex[:16]}",
+        last4=last4, label=label, funded_amount=funded, mcc_allow=mcc or None, merchant_lock=merchant_lock,
+    )  # fmt: skip
+    shown = "unfunded" if created["funded_amount"] is None else money_text(created["funded_amount"])
+    typer.echo(
+        f"card {created['card_id']}  {shown}  {created['status']}  (issuer token {created['issuer_card_token']})"
+    )
+
+
+@app.command()
+def balance(card_id: Annotated[str, typer.Argument(help="the card")]) -> None:
+    """What remains on a card: its tightest cap first, then every other cap that applies."""
+    card = _client().card(card_id)
+    caps = sorted(card["caps"], key=lambda c: (c["cap"] != "card_funded", c["remaining"]["amount_minor"]))
+    if not caps:
+        typer.echo(f"card {card_id} has no caps ({card['status']})")
+        return
+    first, *others = caps
+    typer.echo(f"Remaining: {money_text(first['remaining'])} of {money_text(first['limit'])}  ({first['cap']})")
+    for cap in others:
+        typer.echo(f"  {_cap_line(cap)}")
+    if card["status"] != "active":
+        typer.echo(f"  card is {card['status']}: every authorization is declined")
+
+
+def _card_status(card_id: str, action: str, reason: str) -> None:
+    card = _client().card_status(card_id, action, reason)
+    typer.echo(f"card {card['card_id']}  {card['status']}")
+
+
+@cards.command("freeze")
+def cards_freeze(card_id: str, reason: Annotated[str, typer.Option(help="why (kept in the history)")]) -> None:
+    """Freeze a card: every authorization after this is declined."""
+    _card_status(card_id, "freeze", reason)
+
+
+@cards.command("unfreeze")
+def cards_unfreeze(card_id: str, reason: Annotated[str, typer.Option(help="why")]) -> None:
+    """Unfreeze a card."""
+    _card_status(card_id, "unfreeze", reason)
+
+
+@trace.command("bind")
+def trace_bind(
+    wallet: Annotated[str, typer.Option(help="the wallet")],
+    trace_id: Annotated[str, typer.Argument(help="the trace id (a task, a PR)")],
+    card: Annotated[str | None, typer.Option(help="only this card (default: the whole wallet)")] = None,
+    cap: Annotated[str | None, typer.Option(help="its own cap in major units (default: the wallet's)")] = None,
+    currency: Annotated[str, typer.Option(help="of --cap")] = "USD",
+) -> None:
+    """Authorizations after this carry the trace id and count against its cap."""
+    _client().bind_trace(wallet, trace_id, card, None if cap is None else _money_in(cap, currency))
+    typer.echo(f"trace {trace_id} bound to {card or 'wallet ' + wallet}")
+
+
+@app.command()
+def transactions(
+    card: Annotated[str | None, typer.Option(help="a card's authorizations")] = None,
+    trace_id: Annotated[str | None, typer.Option("--trace", help="a trace's authorizations")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 50,
+) -> None:
+    """A card's or a trace's authorizations, newest first."""
+    if (card is None) == (trace_id is None):
+        raise typer.BadParameter("give --card or --trace")
+    for row in _client().transactions(card_id=card, trace_id=trace_id, limit=limit):
+        outcome = "approved" if row["approved"] else f"declined ({row['reason']})"
+        typer.echo(
+            f"{row['decided_at'][:19]}  {row['issuer_authorization_id']:<24} {money_text(row['amount']):>10}"
+            f"  {row['merchant']['name'][:24]:<24}  {outcome}"
+        )
+
+
+@app.command()
+def simulate(  # noqa: PLR0917 - one option per part of an authorization
+    card: Annotated[str, typer.Option(help="the card to charge")],
+    amount: Annotated[str, typer.Option(help="in major units, e.g. 2.50")],
+    currency: Annotated[str, typer.Option(help="of --amount")] = "USD",
+    merchant: Annotated[str, typer.Option(help="the merchant's name")] = "OpenAI API",
+    mcc: Annotated[str, typer.Option(help="the merchant's category code")] = "5734",
+    count: Annotated[int, typer.Option(help="how many authorizations, one after the other")] = 1,
+) -> None:
+    """Send issuer traffic through the real webhook path, signed as the card's issuer signs it."""
+    client = _client()
+    details = client.card(card)
+    minor = _money_in(amount, currency)["amount_minor"]
+    settings = load_settings()
+    shop = MerchantData(name=merchant, mcc=mcc, network_id=merchant.lower().replace(" ", "-")[:64])
+    for _ in range(count):
+        signed = simulated_authorization(
+            settings,
+            details["issuer"],
+            details["issuer_card_token"],
+            amount_minor=minor,
+            currency=currency,
+            merchant=shop,
+        )
+        response = httpx.post(f"{client.url}{signed.path}", content=signed.body, headers=signed.headers, timeout=10)
+        typer.echo(f"{signed.authorization_id}  {money_text({'amount_minor': minor, 'currency': currency.upper()})}"
+                   f"  → {response.status_code} {response.text}")  # fmt: skip
 
 
 @app.command()
@@ -95,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             name = "PURSESTRINGS_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"error: {name}: {problem['msg']}", file=sys.stderr)
         return 2
+    except ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (OSError, asyncpg.PostgresError, MigrationError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

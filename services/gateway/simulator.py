@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, sign_lithic, sign_stripe
+from services.platform.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Signed:
     path: str
     body: bytes
     headers: dict[str, str]
+    authorization_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,33 @@ def sign_generic(message: dict[str, Any], secret: str, timestamp: int | None = N
     body = json.dumps(message).encode()
     signature = sign_stripe(body, secret, int(time.time()) if timestamp is None else timestamp)
     return Signed("/webhooks/generic", body, {GENERIC_HEADER: signature, "Content-Type": "application/json"})
+
+
+def simulated_authorization(
+    settings: Settings,
+    issuer: str,
+    card_token: str,
+    *,
+    amount_minor: int,
+    currency: str = "USD",
+    merchant: MerchantData = MERCHANT,
+) -> Signed:
+    """A new authorization request for `card_token`, shaped and signed as `issuer` sends it, with the
+    webhook secret the gateway is configured with (PURSESTRINGS_<ISSUER>_WEBHOOK_SECRET).
+    """
+    secret = getattr(settings, f"{issuer}_webhook_secret", None)
+    if secret is None:
+        raise ValueError(f"set PURSESTRINGS_{issuer.upper()}_WEBHOOK_SECRET to sign {issuer} traffic")
+    key = secret.get_secret_value()
+    if issuer == "stripe":
+        authorization_id = f"iauth_{uuid.uuid4().hex[:24]}"
+        event = stripe_authorization_request(authorization_id, card_token, amount_minor, currency.lower(), merchant)
+        signed = sign_for_stripe(event, key)
+    elif issuer == "lithic":
+        authorization_id = str(uuid.uuid4())
+        signed = sign_for_lithic(lithic_asa(authorization_id, card_token, amount_minor, merchant), key)
+    else:
+        authorization_id = f"gen_{uuid.uuid4().hex[:24]}"
+        message = generic_authorization_request(authorization_id, card_token, amount_minor, currency.upper(), merchant)
+        signed = sign_generic(message, key)
+    return Signed(signed.path, signed.body, signed.headers, authorization_id)

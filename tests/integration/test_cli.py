@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import asyncpg
 import pytest
 
 from services.cli import main
-from services.gateway.keys import Scope, authenticate
+from services.gateway.keys import Scope, authenticate, create_key
+from services.platform.settings import Settings
+from tests.support.services import STRIPE_SECRET, gateway_settings, running_authorizer, running_gateway
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 async def test_keys_create_prints_a_key_that_authenticates(
@@ -45,3 +50,51 @@ def test_usage_errors_say_what_is_wrong(
         True,
         True,
     )
+
+
+async def test_the_card_lifecycle_through_the_cli_and_the_real_api(
+    kafka_topics: Settings,
+    database_url: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Wallets create → cards create --amount 10 → simulate $1.53 → balance says $8.47 of $10.00 →
+    freeze → simulate is declined → transactions lists both.
+    """
+    settings = gateway_settings(kafka_topics)
+    key = await create_key(pool, Scope.ADMIN, label="cli test")
+    for name, value in {
+        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
+        "PURSESTRINGS_API_KEY": key,
+        "PURSESTRINGS_DATABASE_URL": database_url,
+        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def cli(*arguments: str) -> str:
+        code = await asyncio.to_thread(main, list(arguments))
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        # The services run in this process and log to the same stdout: keep the CLI's own lines.
+        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+
+    async with running_authorizer(kafka_topics, pool), running_gateway(settings):
+        created = await cli("wallets", "create", "--id", "wal_cli", "--label", "research")
+        card = await cli("cards", "create", "--wallet", "wal_cli", "--amount", "10", "--id", "card_cli")
+        approved = await cli("simulate", "--card", "card_cli", "--amount", "1.53")
+        remaining = await cli("balance", "card_cli")
+        frozen = await cli("cards", "freeze", "card_cli", "--reason", "runaway loop")
+        declined = await cli("simulate", "--card", "card_cli", "--amount", "1")
+        listed = await cli("transactions", "--card", "card_cli")
+    assert (created.split()[:2], card.split()[:4], frozen.strip()) == (
+        ["wallet", "wal_cli"],
+        ["card", "card_cli", "$10.00", "active"],
+        "card card_cli  frozen",
+    )
+    assert ('"approved":true' in approved, '"pursestrings_reason":"card_frozen"' in declined) == (True, True)
+    assert remaining.splitlines()[0] == "Remaining: $8.47 of $10.00  (card_funded)"
+    assert [("approved" in line, "card_frozen" in line) for line in listed.splitlines()] == [
+        (False, True),
+        (True, False),
+    ]
