@@ -325,6 +325,25 @@ async def _card_change(card_id: str, caller: ApiKey, shared: Management, command
     return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
 
 
+async def _within_wallet_caps(shared: Management, wallet_id: str, funded: Money | None) -> None:
+    """An agent's card must be funded, in the wallet's currency, at most what the wallet's caps leave."""
+    if funded is None:
+        raise HTTPException(422, {"error": "funded_amount_required", "detail": "an agent's card needs funded_amount"})
+    state = await shared.state(wallet_id)
+    if funded.currency != state.currency:
+        raise HTTPException(422, {"error": "currency", "detail": f"the wallet's caps are in {state.currency}"})
+    windows = [c for c in wallet_caps(state, datetime.now(UTC)) if c.cap != CapKind.PER_AUTHORIZATION]
+    room = min((c.limit_minor - c.spent_minor - c.held_minor for c in windows), default=None)
+    if room is not None and funded.amount_minor > room:
+        raise HTTPException(
+            422,
+            {
+                "error": "above_wallet_caps",
+                "detail": f"{funded} asked, the wallet's caps leave {Money.of(max(room, 0), state.currency)}",
+            },
+        )
+
+
 def management_router() -> APIRouter:
     """The /v1 routes."""
     router = APIRouter(prefix="/v1", tags=["management"])
@@ -376,8 +395,15 @@ def _wallet_routes(router: APIRouter) -> None:
 def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler per route
     @router.post("/wallets/{wallet_id}/cards", status_code=201)
     async def create_card(wallet_id: str, body: CardIn, caller: Caller, shared: Shared) -> CardOut:
-        """Issue a card to the wallet (the issuer's token and last 4; never a card number)."""
-        _must_admin(caller)
+        """Issue a card to the wallet (the issuer's token and last 4; never a card number).
+
+        An agent key may request a funded card on its own wallet, up to what the wallet's caps leave.
+        """
+        if caller.scope == Scope.AGENT:
+            _may_read(caller, wallet_id)
+            await _within_wallet_caps(shared, wallet_id, body.funded_amount)
+        else:
+            _must_admin(caller)
         card_id = body.card_id or f"card_{uuid.uuid4().hex[:12]}"
         values = body.model_dump(exclude={"card_id"}, exclude_none=True)
         await shared.apply(CreateCard(**_fields(caller, wallet_id), card_id=card_id, **values))
