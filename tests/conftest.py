@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from services.platform.kafka import ensure_topics, project_topics
+from services.platform.kafka import delete_topics_with_prefix, ensure_topics, project_topics
 from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings
 from tests.support.infra import Infrastructure, provide
@@ -22,7 +22,10 @@ _TESTS = Path(__file__).parent
 _MARKER_BY_FOLDER = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
 _NEEDS_INFRA = {"integration", "e2e"}
 _infrastructure: Infrastructure | None = None
-_TEMPLATE_DATABASE = f"pursestrings_template_{uuid.uuid4().hex[:8]}"
+_SESSION = uuid.uuid4().hex[:8]
+_TEMPLATE_DATABASE = f"pursestrings_template_{_SESSION}"
+# Every topic of this session starts with this, so the session can delete them all at its end.
+_TOPIC_PREFIX = f"test-{_SESSION}-"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -91,9 +94,11 @@ async def _migrate(database_url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def infrastructure() -> Infrastructure:
-    """The session's real Kafka and Postgres."""
-    return _infra()
+def infrastructure() -> Iterator[Infrastructure]:
+    """The session's real Kafka and Postgres; the session's topics are deleted at its end."""
+    infrastructure = _infra()
+    yield infrastructure
+    asyncio.run(delete_topics_with_prefix(infrastructure.kafka_bootstrap_servers, _TOPIC_PREFIX))
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +140,7 @@ def settings(infrastructure: Infrastructure, database_url: str) -> Settings:
         database_url=database_url,  # type: ignore[arg-type]
         kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
         kafka_partitions=3,
-        topic_prefix=f"test-{uuid.uuid4().hex[:12]}",
+        topic_prefix=f"{_TOPIC_PREFIX}{uuid.uuid4().hex[:10]}",
     )
 
 

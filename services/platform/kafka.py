@@ -118,6 +118,24 @@ async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], time
         await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str, timeout_ms: int = 60_000) -> int:
+    """Delete every topic whose name starts with `prefix` (a test session's or a bench run's); returns how many.
+
+    Left behind, thousands of throw-away partitions make the broker's start-up crawl.
+    """
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        for start in range(0, len(doomed), 200):
+            await admin.delete_topics(doomed[start : start + 200], timeout_ms=timeout_ms)
+    finally:
+        await admin.close()
+    return len(doomed)
+
+
 async def partition_count(bootstrap_servers: str, topic: str, timeout_ms: int = 10_000) -> int:
     """How many partitions `topic` has now (0 when it does not exist)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
