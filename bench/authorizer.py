@@ -14,23 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-from pydantic import SecretStr
-
+from bench._infra import fresh_database, process
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.money import Money
@@ -40,7 +32,6 @@ from schemas.topics import Topic, topic_name
 from schemas.wallet import CreateCard, CreateWallet
 from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
 from services.platform.logging import configure_logging
-from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings, load_settings
 from tests.support.samples import MERCHANT
 
@@ -112,54 +103,6 @@ async def _drive(
     }
 
 
-@contextmanager
-def _process(command: list[str], settings: Settings, **env: str) -> Iterator[list[str]]:
-    """Run `command` with the bench's settings in its environment; yield its log lines at exit."""
-    environment = os.environ | {
-        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
-        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
-        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-        "PURSESTRINGS_LOG_FORMAT": "json",
-        "PURSESTRINGS_LOG_LEVEL": "info",
-        **env,
-    }
-    # Output goes to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty process.
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603 - our own modules
-        lines: list[str] = []
-        try:
-            yield lines
-        finally:
-            if command[0].endswith("py-spy"):
-                # The profiler writes its output once the profiled process ends: stop that one.
-                subprocess.run(["pkill", "-TERM", "-P", str(process.pid)], check=False)  # noqa: S603, S607 - procps, fixed arguments
-            else:
-                process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-            output.seek(0)
-            lines += output.read().decode(errors="replace").splitlines()
-
-
-@asynccontextmanager
-async def _fresh_database(base: Settings) -> AsyncIterator[Settings]:
-    """A new database for this run (so no earlier run's decisions answer this one's requests)."""
-    url = base.database_url.get_secret_value()
-    name = f"pursestrings_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn=url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    try:
-        connection = await asyncpg.connect(dsn=fresh)
-        try:
-            await apply_migrations(connection)
-        finally:
-            await connection.close()
-        yield base.model_copy(update={"database_url": SecretStr(fresh)})
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def _prepare(settings: Settings) -> None:
     """Topics (the project's and the baselines' in/out) and the bench's wallets and cards."""
     specs = project_topics(settings)
@@ -200,18 +143,18 @@ async def _measure() -> dict[str, Any]:
     base = load_settings("pursestrings-bench")
     base = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}", "kafka_partitions": 12})
     results: dict[str, Any] = {}
-    async with _fresh_database(base) as settings:
+    async with fresh_database(base) as settings:
         await _prepare(settings)
         requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
         decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
         bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
         worker = [sys.executable, "-m", "bench._worker"]
-        with _process([*worker, "passthrough", bench_in, bench_out], settings):
+        with process([*worker, "passthrough", bench_in, bench_out], settings):
             await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "pw"), None)
             results["passthrough"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS, "p"), None)
             light = _requests(LIGHT_RATE_PER_S * PACED_SECONDS, "pm")
             results["passthrough_light"] = await _drive(settings, bench_in, bench_out, light, LIGHT_RATE_PER_S)
-        with _process([*worker, "naive", bench_in, bench_out], settings):
+        with process([*worker, "naive", bench_in, bench_out], settings):
             await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "nw"), None)
             results["naive"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS // 8, "n"), None)
         command = [sys.executable, "-m", "services.authorizer"]
@@ -221,7 +164,7 @@ async def _measure() -> dict[str, Any]:
             command = [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(PROFILE), "--",
                        *command]  # fmt: skip
         topics = (requests_topic, decisions_topic)
-        with _process(command, settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0") as log:
+        with process(command, settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0") as log:
             await _drive(settings, *topics, _requests(WARM_UP, "w"), None)
             results["authorizer"] = await _drive(settings, *topics, _requests(REQUESTS, "a"), None)
             paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "l")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from faststream.kafka import KafkaBroker
@@ -60,6 +61,15 @@ def _declined(reason: ReasonCode) -> Answer:
     return Answer(approved=False, reason=reason, answered_by="gateway")
 
 
+@dataclass
+class _Attempt:
+    """How far one authorization got, for what the deadline must undo or record."""
+
+    card: CardRef | None = None
+    request: AuthorizationRequested | None = None
+    future: asyncio.Future[AuthorizationDecided] | None = None
+
+
 class CardUnknown(LookupError):
     """A lifecycle event for a card we do not have."""
 
@@ -85,21 +95,53 @@ class Answering:
         self._prefix = topic_prefix
         self._deadline = deadline
         self._clock = clock
+        self._pending_work: set[asyncio.Task[None]] = set()
 
     async def authorize(self, ask: Ask) -> Answer:
-        """The answer to `ask`, within the deadline; the same answer again for a retry."""
+        """The answer to `ask`, within the deadline whatever happens; the same answer for a retry.
+
+        The deadline covers everything from the webhook's arrival (looking up the card, publishing,
+        waiting, recording): past it, the answer is decline and the rest happens after it is sent.
+        """
         started = time.perf_counter()
-        answer = await self._answer(ask)
+        attempt = _Attempt()
+        try:
+            answer = await asyncio.wait_for(self._answer(ask, attempt), self._deadline.total_seconds())
+        except TimeoutError:
+            DEADLINE_MISSES.labels(ask.issuer.value).inc()
+            answer = _declined(ReasonCode.DEADLINE_EXCEEDED)
+            self._later(self._after_deadline(ask, attempt))
         ANSWER_SECONDS.labels(ask.issuer.value).observe(time.perf_counter() - started)
         ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
         return answer
 
-    async def _answer(self, ask: Ask) -> Answer:
-        now = self._clock()
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._pending_work.add(task)
+        task.add_done_callback(self._pending_work.discard)
+
+    async def close(self) -> None:
+        """Finish what was left for after an answer (expiries and records of late declines)."""
+        if self._pending_work:
+            await asyncio.gather(*self._pending_work, return_exceptions=True)
+
+    async def _after_deadline(self, ask: Ask, attempt: _Attempt) -> None:
+        """The answer was decline: release a late approval's hold, and record what was answered."""
+        if attempt.future is not None:
+            attempt.future.cancel()
+        if attempt.request is not None:
+            await self._expire(attempt.request)
+        try:
+            await self._record(ask, attempt.card, _declined(ReasonCode.DEADLINE_EXCEEDED), overwrite=True)
+        except (OSError, asyncpg.PostgresError) as error:
+            _log.error("deadline_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
+
+    async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:
+        started, now = time.perf_counter(), self._clock()
         earlier = await self._recorded(ask)
         if earlier is not None:
             return earlier
-        card = await self._directory.find(ask.issuer, ask.card_token)
+        card = attempt.card = await self._directory.find(ask.issuer, ask.card_token)
         if card is None:
             return await self._record(ask, None, _declined(ReasonCode.CARD_NOT_FOUND))
         request = AuthorizationRequested(
@@ -115,25 +157,29 @@ class Answering:
             deadline_at=now + self._deadline,
         )
         try:
-            future = self._waiter.expect(ask.issuer_authorization_id)
+            future = attempt.future = self._waiter.expect(ask.issuer_authorization_id)
         except Overloaded as error:
             _log.warning("authorization_refused_overloaded", error=str(error))
             return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
         try:
+            attempt.request = request  # from here on, a deadline publishes its expiry
+            marks = [time.perf_counter()]
             await self._publish(Topic.AUTH_REQUESTS, request)
-            decision = await asyncio.wait_for(asyncio.shield(future), self._remaining(request))
-        except TimeoutError:
-            DEADLINE_MISSES.labels(ask.issuer.value).inc()
-            await self._expire(request)
-            return await self._record(ask, card, _declined(ReasonCode.DEADLINE_EXCEEDED))
+            marks.append(time.perf_counter())
+            decision = await asyncio.shield(future)
+            marks.append(time.perf_counter())
         except Exception as error:  # noqa: BLE001 - Kafka unreachable or refusing: decline (fail closed)
             _log.error("authorization_publish_failed", error=str(error))
             future.cancel()
             return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
+        _log.debug(
+            "authorization_decided",
+            authorization_id=ask.issuer_authorization_id,
+            looked_up_ms=round((marks[0] - started) * 1000, 2),
+            publish_ms=round((marks[1] - marks[0]) * 1000, 2),
+            decision_ms=round((marks[2] - marks[1]) * 1000, 2),
+        )
         return await self._record(ask, card, Answer(decision.approved, decision.reason, "authorizer", decision))
-
-    def _remaining(self, request: AuthorizationRequested) -> float:
-        return max(0.0, (request.deadline_at - self._clock()).total_seconds())
 
     async def _expire(self, request: AuthorizationRequested) -> None:
         """Past the deadline: say so on issuer.events, so a late approval's hold is released."""
@@ -159,13 +205,21 @@ class Answering:
         )  # fmt: skip
         return None if row is None else Answer(row["approved"], ReasonCode(row["reason"]), row["answered_by"])
 
-    async def _record(self, ask: Ask, card: CardRef | None, answer: Answer) -> Answer:
-        """Keep the answer; if a concurrent retry recorded one first, that one is the answer."""
+    async def _record(self, ask: Ask, card: CardRef | None, answer: Answer, *, overwrite: bool = False) -> Answer:
+        """Keep the answer; if a concurrent retry recorded one first, that one is the answer (unless
+        `overwrite`: a deadline's decline was already sent, so it is what stands).
+        """
+        conflict = (
+            "DO UPDATE SET approved = EXCLUDED.approved, reason = EXCLUDED.reason, answered_by = EXCLUDED.answered_by,"
+            " answered_at = now()"
+            if overwrite
+            else "DO NOTHING"
+        )
         row = await self._pool.fetchrow(
-            """INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved,
-                                           reason, answered_by, amount_minor, currency)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-               ON CONFLICT (issuer, issuer_authorization_id) DO NOTHING RETURNING approved""",
+            f"""INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved,
+                                            reason, answered_by, amount_minor, currency)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                ON CONFLICT (issuer, issuer_authorization_id) {conflict} RETURNING approved""",  # noqa: S608 - one of two literals
             ask.issuer.value, ask.issuer_authorization_id, ask.card_token, card and card.wallet_id,
             card and card.card_id, answer.approved, answer.reason.value, answer.answered_by,
             ask.amount.amount_minor, ask.amount.currency,

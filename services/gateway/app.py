@@ -23,6 +23,7 @@ def build(settings: Settings, _health_port: int = DEFAULT_HEALTH_PORT) -> Servic
         host=settings.gateway_host,
         port=settings.gateway_port,
         lifespan="on",
+        http="httptools",
         log_config=None,
         access_log=False,
     )

@@ -174,6 +174,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         try:
             yield
         finally:
+            await app.state.answering.close()
             await commands.stop()
             await waiter.stop()
             await pool.close()

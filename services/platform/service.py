@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import uvloop
 
 from services.platform.health import check_kafka, check_postgres
 from services.platform.kafka import ensure_topics, project_topics
@@ -88,7 +89,9 @@ def main(name: str, build: Callable[[Settings, int], Service], default_health_po
     settings = load_settings(service_name=f"pursestrings-{name}")
     port = int(os.environ.get(f"PURSESTRINGS_{name.upper()}_HEALTH_PORT", default_health_port))
     tune_garbage_collector()
-    asyncio.run(run(build(settings, port)))
+    # uvloop: the same asyncio, on libuv; Kafka, Postgres and HTTP clients all spend less per message.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run(build(settings, port)))
 
 
 def tune_garbage_collector() -> None:

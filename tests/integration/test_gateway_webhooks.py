@@ -233,3 +233,24 @@ async def test_lithic_and_generic_issuers_are_answered_in_their_shapes(
         {"token": token, "result": "INSUFFICIENT_FUNDS"},
         {"issuer_authorization_id": "g_1", "approved": False, "reason": "card_not_found"},
     )
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_metrics_name_the_expected_series(gateway: httpx.AsyncClient, settings_for_gateway: Settings) -> None:
+    """/metrics answers in Prometheus text with answer latency, answers by outcome, deadline misses,
+    signature failures and lifecycle events.
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    await _stripe_ask(gateway, "iauth_m", 100)
+    await _post(gateway, sign_for_stripe(stripe_authorization_request("iauth_m2", TOKEN, 100), "whsec_wrong"))
+    body = (await gateway.get("/metrics")).text
+    assert [
+        series in body
+        for series in (
+            'pursestrings_gateway_answer_seconds_bucket{issuer="stripe",le="1.5"}',
+            'pursestrings_gateway_answers_total{issuer="stripe",outcome="approved",reason="approved"}',
+            "pursestrings_gateway_deadline_misses_total",
+            'pursestrings_gateway_signature_failures_total{issuer="stripe",reason="mismatch"}',
+            "pursestrings_gateway_lifecycle_events_total",
+        )
+    ] == [True] * 5
