@@ -11,8 +11,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, model_validator
 
-from schemas.common import Actor, CapKind, Contract, Identifier, Issuer, Mcc, Reason, Timestamp, TraceId
-from schemas.money import CurrencyCode, Money
+from schemas.common import (
+    Actor,
+    CapKind,
+    Contract,
+    Identifier,
+    Issuer,
+    Mcc,
+    Merchant,
+    Reason,
+    Timestamp,
+    TraceId,
+)
+from schemas.money import MAX_AMOUNT_MINOR, CurrencyCode, Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
 
 
@@ -297,6 +308,33 @@ class CapBreachedByIssuer(_WalletEvent):
     issuer_transaction_id: Identifier
 
 
+class MoneyMoved(_WalletEvent):
+    """What one issuer lifecycle event (or a hold that aged out) did to a card's hold and spend, as the
+    authorizer counted it, in the wallet's currency. The ledger journals these, so its balances are the
+    authorizer's by construction rather than by re-deriving its rules.
+    """
+
+    type: Literal["money_moved"] = "money_moved"
+    source_event_id: UUID = Field(description="the issuer event (or the authorizer's own expiry) that moved it")
+    source_type: Literal[
+        "authorization_cleared", "authorization_reversed", "authorization_expired", "refund_posted", "force_posted"
+    ]
+    card_id: Identifier
+    trace_id: TraceId | None
+    issuer: Issuer
+    issuer_authorization_id: Identifier | None
+    issuer_transaction_id: Identifier | None
+    issuer_amount: Money | None = Field(description="as the issuer reported it, in the card's billing currency")
+    merchant_amount: Money | None
+    merchant: Merchant | None
+    currency: CurrencyCode = Field(description="the wallet's (caps') currency of the two amounts below")
+    hold_released_minor: int = Field(ge=0, le=MAX_AMOUNT_MINOR, description="how much of the hold ended")
+    spent_minor: int = Field(
+        ge=-MAX_AMOUNT_MINOR, le=MAX_AMOUNT_MINOR, description="spend counted; negative for a refund"
+    )
+    counted_at: Timestamp = Field(description="when the spend counts in windows: a clearing counts at its hold")
+
+
 AnyWalletEvent = (
     WalletCreated
     | CardCreated
@@ -306,5 +344,6 @@ AnyWalletEvent = (
     | CapRaised
     | CommandRejected
     | CapBreachedByIssuer
+    | MoneyMoved
 )
 WalletEvent = Annotated[AnyWalletEvent, Field(discriminator="type")]

@@ -1,6 +1,7 @@
-"""`pursestrings` command line (typer): operator tasks (migrate, topics, health, API keys).
+"""`pursestrings` command line (typer): operator tasks (migrate, topics, health, API keys, ledger
+reconcile and export).
 
-The wallet, card and ledger commands talk to the management API (PURSESTRINGS_API_URL with
+The wallet, card and transaction commands talk to the management API (PURSESTRINGS_API_URL with
 PURSESTRINGS_API_KEY); the operator tasks here need the database or Kafka directly. This module
 never holds business rules.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import asyncpg
@@ -20,6 +23,7 @@ from pydantic import ValidationError
 from services.client import ApiClient, ApiError, minor_units, money_text
 from services.gateway.keys import Scope, create_key
 from services.gateway.simulator import MerchantData, simulated_authorization
+from services.ledger.store import Mismatch, export_csv, reconcile
 from services.platform.health import wait_until_healthy
 from services.platform.kafka import ensure_topics, project_topics
 from services.platform.migrations import MigrationError, apply_migrations
@@ -44,6 +48,18 @@ cards = typer.Typer(help="cards (through the API)", no_args_is_help=True)
 app.add_typer(cards, name="cards")
 trace = typer.Typer(help="traces: tasks, PRs, runs whose spend is capped and counted together", no_args_is_help=True)
 app.add_typer(trace, name="trace")
+ledger = typer.Typer(
+    help="the journal: reconcile and export (run where the database is reachable)", no_args_is_help=True
+)
+app.add_typer(ledger, name="ledger")
+
+
+class ExportGrouping(StrEnum):
+    """How `ledger export` groups spend."""
+
+    TRACE = "trace"
+    WALLET = "wallet"
+    DAY = "day"
 
 
 def _client() -> ApiClient:
@@ -251,6 +267,51 @@ def keys_create(
             await pool.close()
 
     typer.echo(asyncio.run(create()))
+
+
+@ledger.command("reconcile")
+def ledger_reconcile() -> None:
+    """Compare the ledger's held and spent balances with the authorizer's, per card and wallet.
+
+    Exits 1 when any differ. Run it when traffic is quiet: an event the ledger has not yet consumed
+    shows as a difference until it has.
+    """
+
+    async def compare() -> tuple[int, list[Mismatch]]:
+        connection = await asyncpg.connect(dsn=load_settings().database_url.get_secret_value(), timeout=10)
+        try:
+            return await reconcile(connection)
+        finally:
+            await connection.close()
+
+    cards, mismatches = asyncio.run(compare())
+    for mismatch in mismatches:
+        typer.echo(f"MISMATCH {mismatch}")
+    typer.echo(f"{cards} cards compared, {len(mismatches)} mismatches")
+    raise typer.Exit(1 if mismatches else 0)
+
+
+@ledger.command("export")
+def ledger_export(
+    by: Annotated[ExportGrouping, typer.Option(help="one row per trace, wallet, or wallet and day")],
+    since: Annotated[datetime, typer.Option(help="from this time (inclusive; UTC unless it says)")],
+    until: Annotated[datetime | None, typer.Option(help="to this time (exclusive); default: now")] = None,
+) -> None:
+    """Spend as CSV on stdout, for spreadsheets and finance."""
+    end = until or datetime.now(UTC)
+    start, end = (moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in (since, end))
+    if end <= start:
+        typer.echo("error: --until must be after --since", err=True)
+        raise typer.Exit(2)
+
+    async def export() -> str:
+        connection = await asyncpg.connect(dsn=load_settings().database_url.get_secret_value(), timeout=10)
+        try:
+            return await export_csv(connection, by.value, start, end)
+        finally:
+            await connection.close()
+
+    typer.echo(asyncio.run(export()), nl=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,32 +17,47 @@ from schemas.issuer_events import (
     RefundPosted,
 )
 from schemas.money import Money
-from schemas.wallet import CapBreachedByIssuer
+from schemas.wallet import CapBreachedByIssuer, MoneyMoved
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
 from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace, set_hold
 
-LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired, ...], WalletState]
+LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired | MoneyMoved, ...], WalletState]
 
 
 def apply_issuer_event(
     state: WalletState, event: AnyIssuerEvent, now: datetime, rates: RateTable = NO_RATES
 ) -> LifecycleOutcome:
-    """Apply one lifecycle event; money moved without asking is counted and breaches are reported."""
+    """Apply one lifecycle event; money moved without asking is counted and breaches are reported.
+
+    Whatever it did to a hold or to spend is said in one `MoneyMoved` (what the ledger journals).
+    """
+    breaches, after, posting = _apply(state, event, now, rates)
+    moved = _money_moved(state, after, event, posting)
+    return (*breaches, *moved), after
+
+
+def _apply(
+    state: WalletState, event: AnyIssuerEvent, now: datetime, rates: RateTable
+) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting | None]:
     if isinstance(event, AuthorizationExpired):
-        return (), _release(state, event.issuer_authorization_id, None, now)
+        return (), _release(state, event.issuer_authorization_id, None, now), None
     if isinstance(event, AuthorizationReversed):
         amount = None if event.full else _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
-        return (), _release(state, event.issuer_authorization_id, amount, now)
+        return (), _release(state, event.issuer_authorization_id, amount, now), None
     if isinstance(event, RefundPosted):
         minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
         trace_id = _trace_of(state, event.issuer_authorization_id, event.card_id)
-        return (), post_spend(state, Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, -minor))
+        posting = Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, -minor)
+        return (), post_spend(state, posting), posting
     if isinstance(event, AuthorizationCleared):
         return _clear(state, event, now, rates)
-    return _force_post(state, event, now, rates)
+    minor = _in_wallet_currency(state, event.amount, None, rates)
+    return _count_unasked(state, event, bound_trace(state, event.card_id), minor, now)
 
 
-def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates: RateTable) -> LifecycleOutcome:
+def _clear(
+    state: WalletState, event: AuthorizationCleared, now: datetime, rates: RateTable
+) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting]:
     hold = state.holds.get(event.issuer_authorization_id)
     minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
     if hold is None:
@@ -52,23 +67,56 @@ def _clear(state: WalletState, event: AuthorizationCleared, now: datetime, rates
     kept = None if event.final or remaining_hold == 0 else replace(hold, amount_minor=remaining_hold)
     # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
     released = set_hold(state, hold.authorization_id, kept)
-    posted = post_spend(released, Posting(str(event.event_id), hold.placed_at, hold.card_id, hold.trace_id, minor))
+    posting = Posting(str(event.event_id), hold.placed_at, hold.card_id, hold.trace_id, minor)
+    posted = post_spend(released, posting)
     if minor <= hold.amount_minor:
-        return (), posted
-    return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted
-
-
-def _force_post(state: WalletState, event: ForcePosted, now: datetime, rates: RateTable) -> LifecycleOutcome:
-    minor = _in_wallet_currency(state, event.amount, None, rates)
-    return _count_unasked(state, event, bound_trace(state, event.card_id), minor, now)
+        return (), posted, posting
+    return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted, posting
 
 
 def _count_unasked(
     state: WalletState, event: AuthorizationCleared | ForcePosted, trace_id: str | None, minor: int, now: datetime
-) -> LifecycleOutcome:
+) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting]:
     """Spend the issuer moved without our approval: counted at its time; breaches reported."""
-    posted = post_spend(state, Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, minor))
-    return _breaches(state, posted, event.card_id, trace_id, event.issuer_transaction_id, now), posted
+    posting = Posting(str(event.event_id), event.occurred_at, event.card_id, trace_id, minor)
+    posted = post_spend(state, posting)
+    return _breaches(state, posted, event.card_id, trace_id, event.issuer_transaction_id, now), posted, posting
+
+
+def _money_moved(
+    before: WalletState, after: WalletState, event: AnyIssuerEvent, posting: Posting | None
+) -> tuple[MoneyMoved, ...]:
+    """The hold released and the spend counted by `event`, or nothing when it moved no money."""
+    authorization_id = getattr(event, "issuer_authorization_id", None)
+    hold = before.holds.get(authorization_id or "")
+    kept = after.holds.get(authorization_id or "")
+    released = 0 if hold is None else hold.amount_minor - (0 if kept is None else kept.amount_minor)
+    if released == 0 and posting is None:
+        return ()
+    merchant_amount = getattr(event, "merchant_amount", None)
+    return (
+        MoneyMoved(
+            event_id=derived_id("moved", event.event_id),
+            command_id=None,
+            wallet_id=after.wallet_id,
+            actor="issuer",
+            occurred_at=event.occurred_at,
+            source_event_id=event.event_id,
+            source_type=event.type,
+            card_id=event.card_id if hold is None else hold.card_id,
+            trace_id=posting.trace_id if posting is not None else (hold.trace_id if hold is not None else None),
+            issuer=event.issuer,
+            issuer_authorization_id=authorization_id,
+            issuer_transaction_id=getattr(event, "issuer_transaction_id", None),
+            issuer_amount=getattr(event, "amount", None),
+            merchant_amount=merchant_amount,
+            merchant=getattr(event, "merchant", None),
+            currency=after.currency,
+            hold_released_minor=released,
+            spent_minor=0 if posting is None else posting.amount_minor,
+            counted_at=posting.at if posting is not None else event.occurred_at,
+        ),
+    )
 
 
 def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, always passed together
@@ -135,9 +183,11 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
         )
         for hold in expired
     )
+    before = state
     for hold in expired:
         state = set_hold(state, hold.authorization_id, None)
-    return events, state.evolve(earliest_hold_expiry=min(remaining, default=None))
+    moved = tuple(moved for expiry in events for moved in _money_moved(before, state, expiry, None))
+    return (*events, *moved), state.evolve(earliest_hold_expiry=min(remaining, default=None))
 
 
 def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:

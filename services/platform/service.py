@@ -1,5 +1,5 @@
 """The shell every service process runs in: settings, logging, migrations, topics, a health
-endpoint, and a clean stop on SIGINT/SIGTERM. Holds no business rules; each service hands it
+and metrics endpoint, and a clean stop on SIGINT/SIGTERM. Holds no business rules; each service hands it
 its own start and stop steps.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import uvloop
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.platform.health import check_kafka, check_postgres
 from services.platform.kafka import ensure_topics, project_topics
@@ -64,13 +65,16 @@ async def _serve_health(settings: Settings, reader: asyncio.StreamReader, writer
     try:
         request_line = await asyncio.wait_for(reader.readline(), _HEALTH_READ_TIMEOUT_S)
         path = request_line.split()[1].decode() if len(request_line.split()) > 1 else ""
+        content_type = "application/json"
         if path == "/healthz":
             status, body = await health_report(settings)
+        elif path == "/metrics":
+            status, body, content_type = 200, generate_latest(), CONTENT_TYPE_LATEST
         else:
-            status, body = 404, b'{"error": "try /healthz"}'
+            status, body = 404, b'{"error": "try /healthz or /metrics"}'
         reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
         writer.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body
         )

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from schemas.common import CapKind, ReasonCode
 from schemas.policies import WalletCaps
-from schemas.wallet import CapBreachedByIssuer
+from schemas.wallet import CapBreachedByIssuer, MoneyMoved
 from services.authorizer.state import WalletState, held_minor, spent_minor
 from tests.support.builders import (
     NOW,
@@ -105,6 +105,9 @@ def test_holds_without_clearing_expire_after_seven_days() -> None:
     events, state = run_on(state, request(1_000, auth="a2", at=later), at=later)
     assert [(type(e).__name__, getattr(e, "cause", None), getattr(e, "approved", None)) for e in events] == [
         ("AuthorizationExpired", "hold_timeout", None),
+        ("MoneyMoved", None, None),
         ("AuthorizationDecided", None, True),
     ]
+    moved = next(e for e in events if isinstance(e, MoneyMoved))
+    assert (moved.source_type, moved.hold_released_minor, moved.spent_minor) == ("authorization_expired", 1_000, 0)
     assert list(state.holds) == ["a2"]

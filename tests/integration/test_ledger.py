@@ -1,0 +1,348 @@
+"""The ledger on the real Kafka and Postgres with the authorizer running: a scripted scenario gives
+the exact numbers in every view, postings balance, duplicates change nothing, reconcile agrees (and
+notices tampering), the reader role reads views only, and a kill -9 loses and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from schemas.authorizations import AuthorizationDecided
+from schemas.common import Issuer, ReasonCode
+from schemas.policies import WalletCaps
+from schemas.registry import Message
+from schemas.topics import Topic
+from schemas.wallet import BindTrace, CreateCard, CreateWallet, MoneyMoved
+from services.cli import main as cli_main
+from services.ledger.consumer import Ledger
+from services.ledger.store import export_csv, reconcile
+from services.platform.settings import Settings
+from tests.support.builders import cleared, command_fields, force_post, refund, request, reversed_, usd
+from tests.support.infra import ROOT
+from tests.support.kafka_io import Collector, apply_commands, publish
+from tests.support.samples import MERCHANT
+from tests.support.services import running_authorizer
+
+W1, W2 = "wal_ledger_1", "wal_ledger_2"
+
+
+@pytest.fixture
+async def ledger(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
+    """One ledger instance consuming in the test's event loop."""
+    running = Ledger(kafka_topics, pool)
+    await running.start()
+    task = asyncio.create_task(running.run())
+    try:
+        yield running
+    finally:
+        task.cancel()
+        await running.stop()
+
+
+def _in(wallet_id: str, message: Any, **changes: Any) -> Any:
+    return message.model_copy(update={"wallet_id": wallet_id, **changes})
+
+
+def _commands(now: datetime) -> list[Message]:
+    def fields(wallet_id: str) -> dict[str, Any]:
+        return command_fields(now) | {"wallet_id": wallet_id}
+
+    caps = WalletCaps(rolling_24h=usd(10_000), per_authorization=usd(3_000), per_trace=usd(2_500))
+    return [
+        CreateWallet(**fields(W1), caps=caps, label="research agent"),
+        CreateCard(**fields(W1), card_id="lc_1", issuer=Issuer.STRIPE, issuer_card_token="ic_l1", last4="0001",
+                   funded_amount=usd(5_000)),
+        CreateCard(**fields(W1), card_id="lc_2", issuer=Issuer.STRIPE, issuer_card_token="ic_l2", last4="0002"),
+        BindTrace(**fields(W1), trace_id="PR-1", card_id="lc_1"),
+        BindTrace(**fields(W1), trace_id="PR-2", card_id="lc_2"),
+        CreateWallet(**fields(W2), caps=WalletCaps(rolling_24h=usd(5_000)), time_zone="America/New_York"),
+        CreateCard(**fields(W2), card_id="lc_3", issuer=Issuer.STRIPE, issuer_card_token="ic_l3", last4="0003"),
+        BindTrace(**fields(W2), trace_id="PR-3", card_id=None),
+    ]  # fmt: skip
+
+
+def _requests(now: datetime) -> list[Message]:
+    later = {"at": now, "deadline_at": now + timedelta(minutes=5)}
+    return [
+        _in(W1, request(1_000, auth="la1", card="lc_1", **later)),
+        _in(W1, request(500, auth="la2", card="lc_1", **later)),
+        _in(W1, request(4_000, auth="la3", card="lc_1", **later)),  # over the $30.00 per-authorization cap
+        _in(W1, request(2_000, auth="la4", card="lc_2", **later)),
+        _in(W1, request(400, auth="la5", card="lc_2", **later)),
+        _in(W2, request(300, auth="la6", card="lc_3", **later)),
+    ]
+
+
+def _lifecycle(now: datetime) -> list[Message]:
+    return [
+        _in(W1, cleared("la1", 900, now), card_id="lc_1"),  # cleared below the hold
+        _in(W1, reversed_("la2", 500, now, full=True), card_id="lc_1"),
+        _in(W1, cleared("la4", 2_000, now), card_id="lc_2"),
+        _in(W1, refund(500, now, auth="la4"), card_id="lc_2"),
+        _in(W1, reversed_("la5", 100, now), card_id="lc_2"),  # partial: $3.00 stays held
+        _in(W2, force_post(200, now), card_id="lc_3"),  # no authorization at all
+    ]
+
+
+async def _until(pool: asyncpg.Pool, query: str, expected: object, timeout_s: float = 60) -> None:
+    async with asyncio.timeout(timeout_s):
+        while (value := await pool.fetchval(query)) != expected:  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.1)
+    assert value == expected
+
+
+async def _scenario(settings: Settings, pool: asyncpg.Pool) -> tuple[list[Any], list[Any]]:
+    """Drive the scenario through the authorizer; return its decisions and movements."""
+    now = datetime.now(UTC)
+    await apply_commands(settings, _commands(now))
+    async with Collector(settings, Topic.AUTH_DECISIONS) as decisions:
+        await publish(settings, Topic.AUTH_REQUESTS, _requests(now))
+        decided = await decisions.wait_for(lambda items: len(items) >= 6)
+    async with Collector(settings, Topic.WALLET_EVENTS) as events:
+        await publish(settings, Topic.ISSUER_EVENTS, _lifecycle(now))
+        moved = await events.wait_for(lambda items: sum(isinstance(e, MoneyMoved) for e in items) >= 6)
+    # 6 decisions, 6 movements, 1 card funding.
+    await _until(pool, "SELECT count(*) FROM ledger.entries", 13)
+    await _until(pool, "SELECT count(*) FROM ledger.issuer_reports", 6)
+    return decided, [e for e in moved if isinstance(e, MoneyMoved)]
+
+
+async def _rows(pool: asyncpg.Pool, query: str) -> list[dict[str, Any]]:
+    return [dict(row) for row in await pool.fetch(query)]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ledger")
+async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """Approvals, a decline, clearing below the hold, reversals, a refund and a force-post, by view."""
+    async with running_authorizer(kafka_topics, pool):
+        decided, _ = await _scenario(kafka_topics, pool)
+        assert {d.issuer_authorization_id: d.reason for d in decided}["la3"] == ReasonCode.PER_AUTHORIZATION_CAP
+
+        assert await _rows(
+            pool, "SELECT card_id, funded_minor, available_minor, held_minor, spent_minor FROM ledger.card_balances "
+            "ORDER BY card_id"
+        ) == [
+            {"card_id": "lc_1", "funded_minor": 5_000, "available_minor": 4_100, "held_minor": 0, "spent_minor": 900},
+            {"card_id": "lc_2", "funded_minor": None, "available_minor": -1_800, "held_minor": 300,
+             "spent_minor": 1_500},
+            {"card_id": "lc_3", "funded_minor": None, "available_minor": -500, "held_minor": 300, "spent_minor": 200},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT coalesce(authorization_id, 'force') AS id, status, held_minor, captured_minor, "
+            "reversed_minor, refunded_minor, open_hold_minor, final_minor, trace_id FROM ledger.transactions ORDER BY 1"
+        ) == [
+            {"id": "force", "status": "force_posted", "held_minor": 0, "captured_minor": 200, "reversed_minor": 0,
+             "refunded_minor": 0, "open_hold_minor": 0, "final_minor": 200, "trace_id": "PR-3"},
+            {"id": "la1", "status": "captured", "held_minor": 1_000, "captured_minor": 900, "reversed_minor": 0,
+             "refunded_minor": 0, "open_hold_minor": 0, "final_minor": 900, "trace_id": "PR-1"},
+            {"id": "la2", "status": "reversed", "held_minor": 500, "captured_minor": 0, "reversed_minor": 500,
+             "refunded_minor": 0, "open_hold_minor": 0, "final_minor": 0, "trace_id": "PR-1"},
+            {"id": "la3", "status": "declined", "held_minor": 0, "captured_minor": 0, "reversed_minor": 0,
+             "refunded_minor": 0, "open_hold_minor": 0, "final_minor": 0, "trace_id": "PR-1"},
+            {"id": "la4", "status": "partially_refunded", "held_minor": 2_000, "captured_minor": 2_000,
+             "reversed_minor": 0, "refunded_minor": 500, "open_hold_minor": 0, "final_minor": 1_500,
+             "trace_id": "PR-2"},
+            {"id": "la5", "status": "held", "held_minor": 400, "captured_minor": 0, "reversed_minor": 100,
+             "refunded_minor": 0, "open_hold_minor": 300, "final_minor": 0, "trace_id": "PR-2"},
+            {"id": "la6", "status": "held", "held_minor": 300, "captured_minor": 0, "reversed_minor": 0,
+             "refunded_minor": 0, "open_hold_minor": 300, "final_minor": 0, "trace_id": "PR-3"},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT trace_id, spent_minor, held_minor, authorizations, approvals, declines "
+            "FROM ledger.spend_by_trace ORDER BY trace_id"
+        ) == [
+            {"trace_id": "PR-1", "spent_minor": 900, "held_minor": 0, "authorizations": 3, "approvals": 2,
+             "declines": 1},
+            {"trace_id": "PR-2", "spent_minor": 1_500, "held_minor": 300, "authorizations": 2, "approvals": 2,
+             "declines": 0},
+            {"trace_id": "PR-3", "spent_minor": 200, "held_minor": 300, "authorizations": 1, "approvals": 1,
+             "declines": 0},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT wallet_id, spent_minor, refunded_minor, net_minor, movements FROM ledger.spend_by_wallet_day "
+            "ORDER BY wallet_id"
+        ) == [
+            {"wallet_id": W1, "spent_minor": 2_900, "refunded_minor": 500, "net_minor": 2_400, "movements": 3},
+            {"wallet_id": W2, "spent_minor": 200, "refunded_minor": 0, "net_minor": 200, "movements": 1},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT wallet_id, merchant_name, spent_minor, purchases FROM ledger.spend_by_merchant "
+            "ORDER BY wallet_id"
+        ) == [
+            {"wallet_id": W1, "merchant_name": MERCHANT.name, "spent_minor": 2_400, "purchases": 2},
+            {"wallet_id": W2, "merchant_name": MERCHANT.name, "spent_minor": 200, "purchases": 1},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT wallet_id, reason, failed_cap, declines, declined_minor FROM ledger.declines_by_reason"
+        ) == [
+            {"wallet_id": W1, "reason": "per_authorization_cap", "failed_cap": "per_authorization",
+             "declines": 1, "declined_minor": 4_000},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT trace_id, spent_minor, traces_in_wallet, wallet_mean_spent_minor, "
+            "wallet_variance_spent_minor FROM ledger.cost_per_task ORDER BY trace_id"
+        ) == [
+            {"trace_id": "PR-1", "spent_minor": 900, "traces_in_wallet": 2, "wallet_mean_spent_minor": Decimal(1200),
+             "wallet_variance_spent_minor": Decimal(180_000)},
+            {"trace_id": "PR-2", "spent_minor": 1_500, "traces_in_wallet": 2, "wallet_mean_spent_minor": Decimal(1200),
+             "wallet_variance_spent_minor": Decimal(180_000)},
+            {"trace_id": "PR-3", "spent_minor": 200, "traces_in_wallet": 1, "wallet_mean_spent_minor": Decimal(200),
+             "wallet_variance_spent_minor": Decimal(0)},
+        ]  # fmt: skip
+        unbalanced = await pool.fetch(
+            "SELECT entry_id FROM ledger.postings GROUP BY entry_id, currency HAVING sum(amount_minor) <> 0"
+        )
+        assert unbalanced == []
+        async with pool.acquire() as connection:
+            assert await reconcile(connection) == (3, [])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ledger")
+async def test_duplicates_change_nothing_and_reconcile_notices_tampering(
+    kafka_topics: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every decision and movement again: no new entry; then a tampered hold is reported."""
+    async with running_authorizer(kafka_topics, pool):
+        decided, moved = await _scenario(kafka_topics, pool)
+    before = REGISTRY.get_sample_value("pursestrings_ledger_duplicates_ignored_total") or 0
+    await publish(kafka_topics, Topic.AUTH_DECISIONS, decided)
+    await publish(kafka_topics, Topic.WALLET_EVENTS, moved)
+    async with asyncio.timeout(60):
+        while (REGISTRY.get_sample_value("pursestrings_ledger_duplicates_ignored_total") or 0) - before < 12:  # noqa: ASYNC110 - a metric, not an event
+            await asyncio.sleep(0.1)
+    assert await pool.fetchval("SELECT count(*) FROM ledger.entries") == 13
+
+    monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", kafka_topics.database_url.get_secret_value())
+    assert await asyncio.to_thread(cli_main, ["ledger", "reconcile"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "3 cards compared, 0 mismatches"
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await pool.execute("UPDATE ledger.postings SET amount_minor = amount_minor + 1")
+    await pool.execute("UPDATE authorizer.holds SET amount_minor = amount_minor + 7 WHERE authorization_id = 'la5'")
+    assert await asyncio.to_thread(cli_main, ["ledger", "reconcile"]) == 1
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "MISMATCH card lc_2: held ledger=300 authorizer=307 (difference -7)",
+        f"MISMATCH wallet {W1}: held ledger=300 authorizer=307 (difference -7)",
+        "3 cards compared, 2 mismatches",
+    ]
+
+    async with pool.acquire() as connection:
+        since = datetime.now(UTC) - timedelta(hours=1)
+        exported = await export_csv(connection, "trace", since, since + timedelta(hours=2))
+    assert exported.splitlines() == [
+        "wallet_id,trace_id,currency,spent_minor,authorizations,approvals,declines",
+        f"{W1},PR-1,USD,900,3,2,1",
+        f"{W1},PR-2,USD,1500,2,2,0",
+        f"{W2},PR-3,USD,200,1,1,0",
+    ]
+    assert await asyncio.to_thread(cli_main, ["ledger", "export", "--by", "wallet", "--since", since.isoformat()]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [f"{W1},USD,2400,5,4,1", f"{W2},USD,200,1,1,0"]
+
+
+async def test_the_reader_role_reads_the_views_and_nothing_else(settings: Settings, pool: asyncpg.Pool) -> None:
+    """A login granted `pursestrings_reader` may SELECT the views; no table, no other schema, no write."""
+    login, password = f"reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await pool.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}' IN ROLE pursestrings_reader")
+    url = urlsplit(settings.database_url.get_secret_value())
+    dsn = urlunsplit(url._replace(netloc=f"{login}:{password}@{url.hostname}:{url.port}"))
+    connection = await asyncpg.connect(dsn=dsn)
+    try:
+        for view in ("transactions", "spend_by_trace", "spend_by_wallet_day", "spend_by_merchant",
+                     "declines_by_reason", "card_balances", "cost_per_task", "movements"):  # fmt: skip
+            assert await connection.fetch(f"SELECT * FROM ledger.{view}") == []  # noqa: S608 - fixed names
+        for forbidden in (
+            "SELECT * FROM ledger.postings",
+            "SELECT * FROM ledger.entries",
+            "SELECT * FROM authorizer.holds",
+            "SELECT * FROM gateway.api_keys",
+            "INSERT INTO ledger.wallets VALUES ('w', 'l', 'USD', 'UTC', now())",
+            "DELETE FROM ledger.entries",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.execute(forbidden)
+    finally:
+        await connection.close()
+        await pool.execute(f"DROP ROLE {login}")
+
+
+def _decision(index: int, now: datetime) -> AuthorizationDecided:
+    return AuthorizationDecided(
+        event_id=uuid.uuid4(),
+        request_event_id=uuid.uuid4(),
+        wallet_id=f"wal_k{index % 7}",
+        card_id=f"card_k{index % 7}",
+        issuer=Issuer.STRIPE,
+        issuer_authorization_id=f"k{index}",
+        approved=index % 3 != 0,
+        reason=ReasonCode.APPROVED if index % 3 else ReasonCode.WALLET_ROLLING_24H_CAP,
+        amount=usd(100),
+        cap_amount=usd(100),
+        merchant=MERCHANT,
+        trace_id=f"T-{index % 11}",
+        decided_at=now,
+        hold_expires_at=now + timedelta(days=7) if index % 3 else None,
+    )
+
+
+def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
+        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "PURSESTRINGS_LEDGER_HEALTH_PORT": "0",
+        "PURSESTRINGS_LOG_FORMAT": "json",
+    }
+    env.pop("PURSESTRINGS_ENV_FILE", None)
+    with log.open("ab") as output:
+        return subprocess.Popen([sys.executable, "-m", "services.ledger"], cwd=ROOT, env=env, stdout=output,
+                                stderr=output)  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_kill_9_of_the_ledger_mid_stream_records_every_decision_once(
+    kafka_topics: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """SIGKILL while recording 6,000 decisions (each sent twice), restart: 6,000 entries, all balanced."""
+    count, now, log = 6_000, datetime.now(UTC), tmp_path / "ledger.log"
+    decisions = [_decision(index, now) for index in range(count)]
+    await publish(kafka_topics, Topic.AUTH_DECISIONS, decisions + decisions[: count // 2])
+    process = _start(kafka_topics, log)
+    try:
+        async with asyncio.timeout(90):
+            while (await pool.fetchval("SELECT count(*) FROM ledger.entries")) < count // 6:  # noqa: ASYNC110 - polling the database
+                await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        killed_at = await pool.fetchval("SELECT count(*) FROM ledger.entries")
+        process = _start(kafka_topics, log)
+        await publish(kafka_topics, Topic.AUTH_DECISIONS, decisions[count // 2 :])
+        await _until(pool, "SELECT count(*) FROM ledger.entries", count, timeout_s=120)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert killed_at < count, "the kill came after everything was recorded: it proved nothing"
+    assert await _rows(
+        pool, "SELECT count(*) AS postings, count(DISTINCT entry_id) AS entries, sum(amount_minor) AS total, "
+        "sum(amount_minor) FILTER (WHERE account = 'held') AS held FROM ledger.postings"
+    ) == [{"postings": 2 * count, "entries": count, "total": 0, "held": 100 * (count - count // 3)}]  # fmt: skip
