@@ -51,6 +51,7 @@ class AuthorizationDecided(Contract):
     reason: ReasonCode
     failed_cap: CapKind | None = None
     amount: Money = Field(description="as requested, in the card's billing currency")
+    merchant_amount: Money | None = Field(default=None, description="as requested, in the merchant's currency")
     cap_amount: Money | None = Field(default=None, description="converted into the caps' currency; None when no rate")
     merchant: Merchant
     trace_id: TraceId | None = Field(default=None, description="the trace bound to the card or wallet at the time")

@@ -173,6 +173,7 @@ def answer_fields(request: AuthorizationRequested) -> dict[str, Any]:
         "issuer": request.issuer,
         "issuer_authorization_id": request.issuer_authorization_id,
         "amount": request.amount,
+        "merchant_amount": request.merchant_amount,
         "merchant": request.merchant,
     }
 

@@ -123,6 +123,7 @@ def _decision(decision: AuthorizationDecided) -> Entry:
         issuer_authorization_id=decision.issuer_authorization_id,
         merchant=decision.merchant,
         amount=decision.amount,
+        merchant_amount=decision.merchant_amount,
         cap_amount_minor=None if decision.cap_amount is None else decision.cap_amount.amount_minor,
         held_minor=held,
         approved=decision.approved,

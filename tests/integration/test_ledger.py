@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.common import Issuer, ReasonCode
@@ -95,6 +95,7 @@ def _lifecycle(now: datetime) -> list[Message]:
         _in(W1, cleared("la4", 2_000, now), card_id="lc_2"),
         _in(W1, refund(500, now, auth="la4"), card_id="lc_2"),
         _in(W1, reversed_("la5", 100, now), card_id="lc_2"),  # partial: $3.00 stays held
+        _in(W2, cleared("la6", 100, now, final=False), card_id="lc_3"),  # one of several partial captures
         _in(W2, force_post(200, now), card_id="lc_3"),  # no authorization at all
     ]
 
@@ -115,10 +116,10 @@ async def _scenario(settings: Settings, pool: asyncpg.Pool) -> tuple[list[Any], 
         decided = await decisions.wait_for(lambda items: len(items) >= 6)
     async with Collector(settings, Topic.WALLET_EVENTS) as events:
         await publish(settings, Topic.ISSUER_EVENTS, _lifecycle(now))
-        moved = await events.wait_for(lambda items: sum(isinstance(e, MoneyMoved) for e in items) >= 6)
-    # 6 decisions, 6 movements, 1 card funding.
-    await _until(pool, "SELECT count(*) FROM ledger.entries", 13)
-    await _until(pool, "SELECT count(*) FROM ledger.issuer_reports", 6)
+        moved = await events.wait_for(lambda items: sum(isinstance(e, MoneyMoved) for e in items) >= 7)
+    # 6 decisions, 7 movements, 1 card funding.
+    await _until(pool, "SELECT count(*) FROM ledger.entries", 14)
+    await _until(pool, "SELECT count(*) FROM ledger.issuer_reports", 7)
     return decided, [e for e in moved if isinstance(e, MoneyMoved)]
 
 
@@ -143,7 +144,7 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
             {"card_id": "lc_1", "funded_minor": 5_000, "available_minor": 4_100, "held_minor": 0, "spent_minor": 900},
             {"card_id": "lc_2", "funded_minor": None, "available_minor": -1_800, "held_minor": 300,
              "spent_minor": 1_500},
-            {"card_id": "lc_3", "funded_minor": None, "available_minor": -500, "held_minor": 300, "spent_minor": 200},
+            {"card_id": "lc_3", "funded_minor": None, "available_minor": -500, "held_minor": 200, "spent_minor": 300},
         ]  # fmt: skip
         assert await _rows(
             pool, "SELECT coalesce(authorization_id, 'force') AS id, status, held_minor, captured_minor, "
@@ -162,8 +163,9 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
              "trace_id": "PR-2"},
             {"id": "la5", "status": "held", "held_minor": 400, "captured_minor": 0, "reversed_minor": 100,
              "refunded_minor": 0, "open_hold_minor": 300, "final_minor": 0, "trace_id": "PR-2"},
-            {"id": "la6", "status": "held", "held_minor": 300, "captured_minor": 0, "reversed_minor": 0,
-             "refunded_minor": 0, "open_hold_minor": 300, "final_minor": 0, "trace_id": "PR-3"},
+            {"id": "la6", "status": "partially_captured", "held_minor": 300, "captured_minor": 100,
+             "reversed_minor": 0, "refunded_minor": 0, "open_hold_minor": 200, "final_minor": 100,
+             "trace_id": "PR-3"},
         ]  # fmt: skip
         assert await _rows(
             pool, "SELECT trace_id, spent_minor, held_minor, authorizations, approvals, declines "
@@ -173,7 +175,7 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
              "declines": 1},
             {"trace_id": "PR-2", "spent_minor": 1_500, "held_minor": 300, "authorizations": 2, "approvals": 2,
              "declines": 0},
-            {"trace_id": "PR-3", "spent_minor": 200, "held_minor": 300, "authorizations": 1, "approvals": 1,
+            {"trace_id": "PR-3", "spent_minor": 300, "held_minor": 200, "authorizations": 1, "approvals": 1,
              "declines": 0},
         ]  # fmt: skip
         assert await _rows(
@@ -181,14 +183,14 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
             "ORDER BY wallet_id"
         ) == [
             {"wallet_id": W1, "spent_minor": 2_900, "refunded_minor": 500, "net_minor": 2_400, "movements": 3},
-            {"wallet_id": W2, "spent_minor": 200, "refunded_minor": 0, "net_minor": 200, "movements": 1},
+            {"wallet_id": W2, "spent_minor": 300, "refunded_minor": 0, "net_minor": 300, "movements": 2},
         ]  # fmt: skip
         assert await _rows(
             pool, "SELECT wallet_id, merchant_name, spent_minor, purchases FROM ledger.spend_by_merchant "
             "ORDER BY wallet_id"
         ) == [
             {"wallet_id": W1, "merchant_name": MERCHANT.name, "spent_minor": 2_400, "purchases": 2},
-            {"wallet_id": W2, "merchant_name": MERCHANT.name, "spent_minor": 200, "purchases": 1},
+            {"wallet_id": W2, "merchant_name": MERCHANT.name, "spent_minor": 300, "purchases": 2},
         ]  # fmt: skip
         assert await _rows(
             pool, "SELECT wallet_id, reason, failed_cap, declines, declined_minor FROM ledger.declines_by_reason"
@@ -204,9 +206,16 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
              "wallet_variance_spent_minor": Decimal(180_000)},
             {"trace_id": "PR-2", "spent_minor": 1_500, "traces_in_wallet": 2, "wallet_mean_spent_minor": Decimal(1200),
              "wallet_variance_spent_minor": Decimal(180_000)},
-            {"trace_id": "PR-3", "spent_minor": 200, "traces_in_wallet": 1, "wallet_mean_spent_minor": Decimal(200),
+            {"trace_id": "PR-3", "spent_minor": 300, "traces_in_wallet": 1, "wallet_mean_spent_minor": Decimal(300),
              "wallet_variance_spent_minor": Decimal(0)},
         ]  # fmt: skip
+        assert (
+            await pool.fetchval(
+                "SELECT merchant_amount_minor::text || merchant_currency FROM ledger.transactions "
+                "WHERE authorization_id = 'la1'"
+            )
+            == "1000USD"
+        )
         unbalanced = await pool.fetch(
             "SELECT entry_id FROM ledger.postings GROUP BY entry_id, currency HAVING sum(amount_minor) <> 0"
         )
@@ -227,9 +236,18 @@ async def test_duplicates_change_nothing_and_reconcile_notices_tampering(
     await publish(kafka_topics, Topic.AUTH_DECISIONS, decided)
     await publish(kafka_topics, Topic.WALLET_EVENTS, moved)
     async with asyncio.timeout(60):
-        while (REGISTRY.get_sample_value("pursestrings_ledger_duplicates_ignored_total") or 0) - before < 12:  # noqa: ASYNC110 - a metric, not an event
+        while (REGISTRY.get_sample_value("pursestrings_ledger_duplicates_ignored_total") or 0) - before < 13:  # noqa: ASYNC110 - a metric, not an event
             await asyncio.sleep(0.1)
-    assert await pool.fetchval("SELECT count(*) FROM ledger.entries") == 13
+    assert await pool.fetchval("SELECT count(*) FROM ledger.entries") == 14
+    metrics = generate_latest().decode()
+    for series in (
+        'pursestrings_ledger_entries_recorded_total{type="authorization_decided"}',
+        'pursestrings_ledger_entries_recorded_total{type="authorization_cleared"}',
+        "pursestrings_ledger_duplicates_ignored_total",
+        'pursestrings_ledger_lag_records{topic="auth.decisions"}',
+        "pursestrings_ledger_batch_seconds_bucket",
+    ):
+        assert series in metrics
 
     monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", kafka_topics.database_url.get_secret_value())
     assert await asyncio.to_thread(cli_main, ["ledger", "reconcile"]) == 0
@@ -252,10 +270,10 @@ async def test_duplicates_change_nothing_and_reconcile_notices_tampering(
         "wallet_id,trace_id,currency,spent_minor,authorizations,approvals,declines",
         f"{W1},PR-1,USD,900,3,2,1",
         f"{W1},PR-2,USD,1500,2,2,0",
-        f"{W2},PR-3,USD,200,1,1,0",
+        f"{W2},PR-3,USD,300,1,1,0",
     ]
     assert await asyncio.to_thread(cli_main, ["ledger", "export", "--by", "wallet", "--since", since.isoformat()]) == 0
-    assert capsys.readouterr().out.splitlines()[1:] == [f"{W1},USD,2400,5,4,1", f"{W2},USD,200,1,1,0"]
+    assert capsys.readouterr().out.splitlines()[1:] == [f"{W1},USD,2400,5,4,1", f"{W2},USD,300,1,1,0"]
 
 
 async def test_the_reader_role_reads_the_views_and_nothing_else(settings: Settings, pool: asyncpg.Pool) -> None:
