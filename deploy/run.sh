@@ -4,6 +4,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$PURSESTRINGS_ROOT"
 
 SERVICES=(authorizer ledger notifier gateway)
+declare -A MODULE=([authorizer]=services.authorizer [ledger]=services.ledger [notifier]=services.notifier
+                   [gateway]=services.gateway [slack-standin]=services.notifier.standin)
+declare -A HEALTH_URL=([gateway]=http://127.0.0.1:8080/healthz [authorizer]=http://127.0.0.1:8081/healthz
+                       [ledger]=http://127.0.0.1:8082/healthz [notifier]=http://127.0.0.1:8083/healthz
+                       [slack-standin]=http://127.0.0.1:8084/_standin/messages)
 RUN_DIR="$PURSESTRINGS_STATE_DIR/run"
 LOG_DIR="$PURSESTRINGS_STATE_DIR/logs"
 mkdir -p "$RUN_DIR" "$LOG_DIR"
@@ -29,6 +34,19 @@ fi
 while IFS='=' read -r key value; do
     [[ -n "$key" && -z "${!key:-}" ]] && export "$key=$value"
 done < "$SECRETS_FILE"
+# Slack: real credentials from the environment, or else the local stand-in on :8084 plays Slack, with a
+# bot token and signing secret made once for it.
+if [[ -z "${PURSESTRINGS_SLACK_BOT_TOKEN:-}" ]]; then
+    SLACK_FILE="$PURSESTRINGS_STATE_DIR/slack-standin.env"
+    if [[ ! -s "$SLACK_FILE" ]]; then
+        (umask 077
+         echo "PURSESTRINGS_SLACK_BOT_TOKEN=xoxb-local-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+         echo "PURSESTRINGS_SLACK_SIGNING_SECRET=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')") > "$SLACK_FILE"
+    fi
+    while IFS='=' read -r key value; do [[ -n "$key" ]] && export "$key=$value"; done < "$SLACK_FILE"
+    export PURSESTRINGS_SLACK_API_URL="http://127.0.0.1:8084/api/"
+    SERVICES=(slack-standin "${SERVICES[@]}")
+fi
 "$PURSESTRINGS_PYTHON" -m services.cli migrate
 "$PURSESTRINGS_PYTHON" -m services.cli topics >/dev/null
 trap stop_all INT TERM EXIT
@@ -36,14 +54,13 @@ trap stop_all INT TERM EXIT
 
 for name in "${SERVICES[@]}"; do
     if pid_alive "$RUN_DIR/$name.pid"; then log "$name already running"; continue; fi
-    "$PURSESTRINGS_PYTHON" -m "services.$name" >>"$LOG_DIR/$name.log" 2>&1 &
+    "$PURSESTRINGS_PYTHON" -m "${MODULE[$name]}" >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! > "$RUN_DIR/$name.pid"
 done
 
 # Each service answers /healthz once it has prepared Kafka and Postgres.
-declare -A HEALTH_PORT=([gateway]=8080 [authorizer]=8081 [ledger]=8082 [notifier]=8083)
 for name in "${SERVICES[@]}"; do
-    url="http://127.0.0.1:${HEALTH_PORT[$name]}/healthz"
+    url="${HEALTH_URL[$name]}"
     for _ in $(seq 1 120); do
         curl -fsS "$url" >/dev/null 2>&1 && break
         pid_alive "$RUN_DIR/$name.pid" || { tail -n 20 "$LOG_DIR/$name.log" >&2; die "$name exited"; }
@@ -57,10 +74,12 @@ cat <<EOF2
 pursestrings is up.
   Kafka       127.0.0.1:$PURSESTRINGS_KAFKA_PORT   (logs: $PURSESTRINGS_STATE_DIR/kafka/logs/)
   PostgreSQL  127.0.0.1:$PURSESTRINGS_PG_PORT   (URL in $PURSESTRINGS_ENV_FILE)
-$(for name in "${SERVICES[@]}"; do printf '  %-11s http://127.0.0.1:%s/healthz   (log: %s)\n' "$name" "${HEALTH_PORT[$name]}" "$LOG_DIR/$name.log"; done)
+$(for name in "${SERVICES[@]}"; do printf '  %-13s %s   (log: %s)\n' "$name" "${HEALTH_URL[$name]}" "$LOG_DIR/$name.log"; done)
 
   API docs    http://127.0.0.1:8080/docs   (admin key: \`PURSESTRINGS_ENV_FILE=$PURSESTRINGS_ENV_FILE .venv/bin/pursestrings keys create --scope admin\`)
   Webhooks    http://127.0.0.1:8080/webhooks/{stripe,lithic,generic}   (secrets: $SECRETS_FILE)
+  Slack       ${PURSESTRINGS_SLACK_API_URL:-https://slack.com/api/}   (approvals post to Slack; clicks come back to http://127.0.0.1:8083/slack/interactivity)
+$([[ -n "${SLACK_FILE:-}" ]] && echo "  Slack page  http://127.0.0.1:8084/   (the local stand-in: approval messages with working Approve/Deny buttons)")
 
 Ctrl-C stops everything (or run \`make stop\` from another terminal).
 EOF2

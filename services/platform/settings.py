@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     # Requests waiting for a decision at once; beyond it new ones are declined at once.
     gateway_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
 
+    # The notifier (Slack approval requests and the Approve/Deny clicks). It serves /healthz,
+    # /metrics and Slack's interactivity endpoint (/slack/interactivity) on its own port.
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = Field(default=8083, ge=0, le=65535)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    # The Web API's base URL: Slack's, or the local stand-in's (`make run` without credentials).
+    slack_api_url: str = "https://slack.com/api/"
+    slack_default_channel: str = Field(default="#pursestrings-approvals", min_length=1, max_length=80)
+    slack_timeout_s: float = Field(default=10.0, gt=0, le=60)
+
 
 def load_settings(service_name: str = "pursestrings") -> Settings:
     """Read the settings once: environment first, then the env file the local scripts write."""

@@ -1,10 +1,14 @@
-"""Services run inside a test's event loop: the authorizer, and the gateway served by uvicorn."""
+"""Services run inside a test's event loop: the authorizer, the gateway served by uvicorn, and the
+notifier with the Slack stand-in.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -13,6 +17,11 @@ from pydantic import SecretStr
 
 from services.authorizer.runtime import Authorizer
 from services.gateway.http import create_app
+from services.notifier.core import Notifier
+from services.notifier.http import create_app as create_notifier_app
+from services.notifier.slack import delivery_loop, web_client
+from services.notifier.standin import Workspace
+from services.notifier.standin import create_app as create_standin
 from services.platform.settings import Settings
 from tests.support.infra import free_port
 
@@ -66,3 +75,65 @@ async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient
     finally:
         server.should_exit = True
         await serving
+
+
+SLACK_SIGNING_SECRET = "test-slack-signing-secret"  # noqa: S105 - a test value
+SLACK_TOKEN = "xoxb-test-token"  # noqa: S105 - a test value
+
+
+@asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[None]:
+    """`app` on uvicorn at 127.0.0.1:`port` until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped before it started")
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class SlackLoop:
+    """A running notifier with the Slack stand-in: its settings, the stand-in's workspace and URL."""
+
+    settings: Settings
+    notifier: Notifier
+    workspace: Workspace
+    standin_url: str
+    notifier_url: str
+
+
+@asynccontextmanager
+async def running_notifier_with_slack(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[SlackLoop]:
+    """The notifier (consumer, interactivity endpoint, Slack delivery) and the stand-in it talks to."""
+    standin_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "notifier_port": free_port(),
+            "slack_signing_secret": SecretStr(SLACK_SIGNING_SECRET),
+            "slack_bot_token": SecretStr(SLACK_TOKEN),
+            "slack_api_url": f"http://127.0.0.1:{standin_port}/api/",
+        }
+    )
+    notifier_url = f"http://127.0.0.1:{settings.notifier_port}"
+    workspace = Workspace(f"{notifier_url}/slack/interactivity", SLACK_SIGNING_SECRET, SLACK_TOKEN)
+    notifier = Notifier(settings, pool)
+    await notifier.start()
+    client = web_client(SLACK_TOKEN, settings.slack_api_url, 5)
+    tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(delivery_loop(pool, client, notifier.owed))]
+    try:
+        async with (
+            serving(create_standin(workspace), standin_port),
+            serving(create_notifier_app(settings, lambda: notifier), settings.notifier_port),
+        ):
+            yield SlackLoop(settings, notifier, workspace, f"http://127.0.0.1:{standin_port}", notifier_url)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await notifier.stop()
