@@ -32,7 +32,7 @@ from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
 from services.authorizer.decide import derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
-from services.authorizer.state import NO_RATES, RateTable, WalletState
+from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
 from services.authorizer.store import BatchEffects, Fenced, OutboxRow, Store
 from services.platform.kafka import create_consumer, create_producer
 from services.platform.logging import get_logger
@@ -54,6 +54,8 @@ OUTPUT_TOPIC: dict[str, Topic] = {
 }  # fmt: skip
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 MAX_CACHED_WALLETS = 100_000
+# How far the gateway's and the authorizer's clocks may disagree (requested_at vs our now).
+CLOCK_SKEW = timedelta(minutes=5)
 # How often idle wallets are checked for holds past their expiry.
 SWEEP_INTERVAL = timedelta(seconds=60)
 BATCH_MAX_RECORDS = 500
@@ -85,6 +87,8 @@ class Authorizer:
         self._rates = rates
         self._topics = {topic_name(topic, settings.topic_prefix): topic for topic in INPUT_TOPICS}
         self._cache: OrderedDict[str, WalletState] = OrderedDict()
+        # When each cached wallet was read from Postgres (see `_answer_would_be_in_memory`).
+        self._loaded_at: dict[str, datetime] = {}
         self._epochs: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -156,7 +160,7 @@ class Authorizer:
         try:
             rows = await self._commit(effects)
         except Fenced:
-            self._cache.clear()
+            self._forget_wallets()
             return 0
         for wallet_id, state in effects.wallets.items():
             self._remember(wallet_id, state)
@@ -184,7 +188,7 @@ class Authorizer:
 
     async def claim(self, partitions: list[TopicPartition]) -> None:
         """New partitions: take a new epoch for each, seek to the offset kept in Postgres."""
-        self._cache.clear()  # another instance may have changed these wallets meanwhile
+        self._forget_wallets()  # another instance may have changed these wallets meanwhile
         claimed = await self._store.claim([(tp.topic, tp.partition) for tp in partitions])
         for (topic, partition), (next_offset, epoch) in claimed.items():
             self._epochs[(topic, partition)] = epoch
@@ -198,7 +202,7 @@ class Authorizer:
         for tp in partitions:
             self._epochs.pop((tp.topic, tp.partition), None)
             self._positions.pop((tp.topic, tp.partition), None)
-        self._cache.clear()
+        self._forget_wallets()
 
     async def process_batch(self) -> int:
         """Consume, decide, commit and publish one batch; return how many records it held."""
@@ -217,7 +221,7 @@ class Authorizer:
             rows = await self._commit(effects)
         except Fenced as error:
             _log.warning("batch_fenced", error=str(error), records=len(records))
-            self._cache.clear()
+            self._forget_wallets()
             return 0
         except (OSError, asyncpg.PostgresError) as error:
             # Postgres unreachable: nothing was decided; read the batch again (fail closed meanwhile).
@@ -249,7 +253,11 @@ class Authorizer:
         now = self._clock()
         states = await self._load([m.wallet_id for m in messages], now)
         earlier = await self._store.load_decisions(
-            [m.issuer_authorization_id for m in messages if isinstance(m, AuthorizationRequested)]
+            [
+                m.issuer_authorization_id
+                for m in messages
+                if isinstance(m, AuthorizationRequested) and not self._answer_would_be_in_memory(m, now)
+            ]
         )
         applied = await self._store.applied_events([m.event_id for m in messages if isinstance(m, _ISSUER_EVENTS)])
         effects = BatchEffects(previous=dict(states))
@@ -316,18 +324,38 @@ class Authorizer:
             "message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error).splitlines()[0]
         )
 
+    def _answer_would_be_in_memory(self, request: AuthorizationRequested, now: datetime) -> bool:
+        """True when any earlier decision for `request` must be in the cached wallet's memory, so
+        Postgres need not be asked: the wallet was loaded before the request was made (every decision
+        since went through this cache, partitions being ours alone) and the decision cannot have been
+        pruned yet. Clocks may disagree by up to CLOCK_SKEW.
+        """
+        loaded_at = self._loaded_at.get(request.wallet_id)
+        return (
+            loaded_at is not None
+            and request.wallet_id in self._cache
+            and request.requested_at > loaded_at + CLOCK_SKEW
+            and now - request.requested_at < MEMORY_HORIZON - CLOCK_SKEW
+        )
+
     async def _load(self, wallet_ids: list[str], now: datetime) -> dict[str, WalletState]:
         missing = sorted({w for w in wallet_ids if w not in self._cache})
         loaded = await self._store.load_wallets(missing, now) if missing else {}
         for wallet_id, state in loaded.items():
             self._remember(wallet_id, state)
+            self._loaded_at[wallet_id] = now
         return {w: self._cache[w] for w in set(wallet_ids) if w in self._cache}
+
+    def _forget_wallets(self) -> None:
+        self._cache.clear()
+        self._loaded_at.clear()
 
     def _remember(self, wallet_id: str, state: WalletState) -> None:
         self._cache[wallet_id] = state
         self._cache.move_to_end(wallet_id)
         while len(self._cache) > MAX_CACHED_WALLETS:
-            self._cache.popitem(last=False)
+            evicted, _ = self._cache.popitem(last=False)
+            self._loaded_at.pop(evicted, None)
 
     def _rewind(self, batches: dict[TopicPartition, list[Record]]) -> None:
         assert self._consumer is not None  # noqa: S101 - start() runs first
@@ -335,7 +363,7 @@ class Authorizer:
             position = self._positions.get((tp.topic, tp.partition))
             if position is not None:
                 self._consumer.seek(tp, position)
-        self._cache.clear()
+        self._forget_wallets()
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
         """Queue committed rows in order; their acks are awaited in the background (the next batch
