@@ -144,6 +144,22 @@ def settings(infrastructure: Infrastructure, database_url: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def module_settings(infrastructure: Infrastructure, template_database_url: str) -> Iterator[Settings]:
+    """Like `settings`, shared by a module's tests (processes started once for many hypothesis examples)."""
+    template = urlsplit(template_database_url).path.lstrip("/")
+    name = f"pursestrings_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield Settings(
+        service_name="pursestrings-test",
+        database_url=_with_database(infrastructure.database_url, name),  # type: ignore[arg-type]
+        kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
+        kafka_partitions=3,
+        topic_prefix=f"{_TOPIC_PREFIX}{uuid.uuid4().hex[:10]}",
+    )
+    asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 async def kafka_topics(settings: Settings) -> Settings:
     """Creates every project topic under the test's prefix; returns the settings naming them."""

@@ -15,7 +15,7 @@ from datetime import timedelta
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from schemas.common import Issuer
 from services.gateway.answering import Answer, Answering, CardUnknown
@@ -196,6 +196,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         """Errors as {"error": ..., "detail": ...}, like the webhooks'."""
         body = error.detail if isinstance(error.detail, dict) else {"error": "http_error", "detail": error.detail}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_values(_: Request, error: ValidationError) -> Response:
+        """A value the contracts refuse (an id in the path, say) that the request schema let through: 422."""
+        errors = error.errors(include_url=False, include_input=False, include_context=False)
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"error": "invalid_request", "detail": detail}, status_code=422)
 
     _Webhooks(app, settings, clock).routes()
     app.include_router(management_router())

@@ -8,10 +8,11 @@ Bad messages go to their topic's dead-letter twin with the error; the loop goes 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -55,6 +56,7 @@ class Ledger:
         self._topics = {topic_name(topic, prefix): topic for topic in INPUT_TOPICS}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._letters: list[asyncio.Future[Any]] = []  # dead letters sent, not yet acknowledged
 
     async def start(self) -> None:
         """Join the group; the committed offsets say where to go on."""
@@ -81,15 +83,21 @@ class Ledger:
             records = [record for partition_records in batches.values() for record in partition_records]
             if records:
                 await self.record(records)
+                await self._letters_acknowledged()
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
             await self._measure_lag(consumer)
+
+    async def _letters_acknowledged(self) -> None:
+        """Dead letters reach Kafka before the offsets of their records are committed: none is lost."""
+        letters, self._letters = self._letters, []
+        await asyncio.gather(*letters)
 
     async def record(self, records: Sequence[Record]) -> Written:
         """Journal one batch of records in one transaction."""
         started = time.perf_counter()
         batch = Batch()
         for record in records:
-            self._add(batch, record)
+            await self._add(batch, record)
         written = await write_batch(self._pool, batch)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         for source_type, count in written.recorded.items():
@@ -99,7 +107,7 @@ class Ledger:
             _log.info("ledger_duplicates_ignored", count=written.duplicates)
         return written
 
-    def _add(self, batch: Batch, record: Record) -> None:
+    async def _add(self, batch: Batch, record: Record) -> None:
         topic = self._topics[record.topic]
         raw = record.value or b""
         try:
@@ -107,7 +115,7 @@ class Ledger:
             if record.key != message_key(message):
                 raise InvalidMessage.because(topic, f"key {record.key!r} is not the wallet id {message.wallet_id!r}")
         except InvalidMessage as error:
-            self._dead_letter(record, topic, error)
+            await self._dead_letter(record, topic, error)
             return
         if topic is Topic.ISSUER_EVENTS:
             batch.reports.append(issuer_report(message) | {"payload": report_payload(raw)})  # type: ignore[arg-type]
@@ -122,7 +130,7 @@ class Ledger:
             elif isinstance(item, Card):
                 batch.cards.append(item)
 
-    def _dead_letter(self, record: Record, topic: Topic, error: InvalidMessage) -> None:
+    async def _dead_letter(self, record: Record, topic: Topic, error: InvalidMessage) -> None:
         """The error and the record go to the topic's dead-letter twin; the batch goes on without it.
 
         Sent before the batch's offsets are committed; if the process dies first, the record is
@@ -141,8 +149,8 @@ class Ledger:
             "value": (record.value or b"").decode("utf-8", errors="replace"),
         }
         dead_letter = topic_name(topic, self._settings.topic_prefix, dead_letter=True)
-        # Not awaited for its ack here: the producer is idempotent and flushed on stop.
-        _ = producer.send(dead_letter, json.dumps(payload).encode(), key=record.key)
+        # Queued here, acknowledged before the batch's offsets are committed (see `run`).
+        self._letters.append(await producer.send(dead_letter, json.dumps(payload).encode(), key=record.key))
         DEAD_LETTERS.labels(topic.value).inc()
         _log.warning("message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error)[:300])
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -66,6 +66,7 @@ class Notifier:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.owed = asyncio.Event()  # set when a Slack call was added to the outbox
+        self._letters: list[asyncio.Future[Any]] = []  # dead letters sent, not yet acknowledged
 
     async def start(self) -> None:
         """Start the producer and join the group."""
@@ -94,11 +95,13 @@ class Notifier:
             records = [record for partition_records in batches.values() for record in partition_records]
             if records:
                 await self.handle(records)
+                letters, self._letters = self._letters, []
+                await asyncio.gather(*letters)  # dead letters reach Kafka before their offsets are committed
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
 
     async def handle(self, records: Sequence[Record]) -> None:
         """One batch in one transaction; wallet events first, so a wallet created in the batch is known."""
-        parsed = [message for record in records if (message := self._parse(record)) is not None]
+        parsed = [message for record in records if (message := await self._parse(record)) is not None]
         parsed.sort(key=lambda message: 0 if not isinstance(message, AuthorizationDecided) else 1)
         owed = False
         async with self._pool.acquire() as connection, connection.transaction():
@@ -107,14 +110,14 @@ class Notifier:
         if owed:
             self.owed.set()
 
-    def _parse(self, record: Record) -> object | None:
+    async def _parse(self, record: Record) -> object | None:
         topic = self._topics[record.topic]
         try:
             message = parse(topic, record.value or b"")
             if record.key != message_key(message):
                 raise InvalidMessage.because(topic, f"key {record.key!r} is not the wallet id {message.wallet_id!r}")
         except InvalidMessage as error:
-            self._dead_letter(record, topic, error)
+            await self._dead_letter(record, topic, error)
             return None
         return message
 
@@ -165,7 +168,7 @@ class Notifier:
                   request_id=str(request_id), wallet_id=row["wallet_id"], note=note)  # fmt: skip
         return True
 
-    def _dead_letter(self, record: Record, topic: Topic, error: InvalidMessage) -> None:
+    async def _dead_letter(self, record: Record, topic: Topic, error: InvalidMessage) -> None:
         producer = self._producer
         assert producer is not None  # noqa: S101 - start() runs first
         payload = {
@@ -179,7 +182,7 @@ class Notifier:
             "value": (record.value or b"").decode("utf-8", errors="replace"),
         }
         dead_letter = topic_name(topic, self._settings.topic_prefix, dead_letter=True)
-        _ = producer.send(dead_letter, json.dumps(payload).encode(), key=record.key)
+        self._letters.append(await producer.send(dead_letter, json.dumps(payload).encode(), key=record.key))
         _log.warning("message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error)[:300])
 
     # ───────────────────────────── clicks ─────────────────────────────
