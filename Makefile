@@ -73,6 +73,14 @@ run: venv kafka-lib ## Kafka, PostgreSQL and every service, until Ctrl-C
 stop: ## stop what `make run` started (from another terminal)
 	@deploy/stop.sh
 
+.PHONY: chaos
+chaos: infra-up ## seeded chaos run (SEED=n SECONDS=s): the services under faults, judged by an oracle
+	@$(PY) -m chaos $(if $(SEED),--seed $(SEED)) $(if $(SECONDS),--seconds $(SECONDS))
+
+.PHONY: soak
+soak: infra-up ## long steady run with periodic faults, memory printed each minute (MINUTES=30; not in CI)
+	@$(PY) -m chaos --seconds $$(( $(or $(MINUTES),30) * 60 )) --rate 40 --fault-every 30 --report-every 60 $(if $(SEED),--seed $(SEED))
+
 .PHONY: bench
 bench: infra-up ## benchmarks under bench/, results in bench/results/ (needs Kafka and Postgres)
 	@$(PY) -m bench

@@ -111,6 +111,17 @@ class Answering:
             DEADLINE_MISSES.labels(ask.issuer.value).inc()
             answer = _declined(ReasonCode.DEADLINE_EXCEEDED)
             self._later(self._after_deadline(ask, attempt))
+        except (OSError, asyncpg.PostgresError) as error:
+            # Postgres unreachable (looking up the card, or recording the answer): decline, fail closed;
+            # a decision that may have come meanwhile is expired so its hold is released.
+            _log.error(
+                "authorization_store_failed", error=str(error)[:300], authorization_id=ask.issuer_authorization_id
+            )
+            answer = _declined(ReasonCode.SYSTEM_UNAVAILABLE)
+            if attempt.future is not None:
+                attempt.future.cancel()
+            if attempt.request is not None:
+                self._later(self._expire(attempt.request))
         ANSWER_SECONDS.labels(ask.issuer.value).observe(time.perf_counter() - started)
         ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
         return answer

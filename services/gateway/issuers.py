@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from schemas.common import Issuer, Merchant, ReasonCode
 from schemas.issuer_events import (
@@ -151,7 +151,7 @@ class _StripeData(_In):
 class _StripeEvent(_In):
     id: str
     type: str
-    created: StrictInt
+    created: StrictInt = Field(ge=0, le=253_402_300_799)  # seconds since 1970, up to the year 9999
     data: _StripeData
 
 

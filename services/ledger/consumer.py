@@ -82,7 +82,15 @@ class Ledger:
             batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX_RECORDS)
             records = [record for partition_records in batches.values() for record in partition_records]
             if records:
-                await self.record(records)
+                try:
+                    await self.record(records)
+                except (OSError, asyncpg.PostgresError) as error:
+                    # Postgres unreachable: nothing of the batch was recorded; read it again shortly.
+                    _log.error("ledger_batch_failed", error=str(error)[:300], records=len(records))
+                    for tp, partition_records in batches.items():
+                        consumer.seek(tp, partition_records[0].offset)
+                    await asyncio.sleep(1)
+                    continue
                 await self._letters_acknowledged()
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
             await self._measure_lag(consumer)

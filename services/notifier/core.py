@@ -94,7 +94,15 @@ class Notifier:
             batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX_RECORDS)
             records = [record for partition_records in batches.values() for record in partition_records]
             if records:
-                await self.handle(records)
+                try:
+                    await self.handle(records)
+                except (OSError, asyncpg.PostgresError) as error:
+                    # Postgres unreachable: nothing of the batch took effect; read it again shortly.
+                    _log.error("notifier_batch_failed", error=str(error)[:300], records=len(records))
+                    for tp, partition_records in batches.items():
+                        consumer.seek(tp, partition_records[0].offset)
+                    await asyncio.sleep(1)
+                    continue
                 letters, self._letters = self._letters, []
                 await asyncio.gather(*letters)  # dead letters reach Kafka before their offsets are committed
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})

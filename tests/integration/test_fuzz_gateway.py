@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ from tests.support.processes import running, service_env
 from tests.support.services import GENERIC_SECRET, LITHIC_SECRET, STRIPE_SECRET
 
 pytestmark = pytest.mark.slow
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FUZZ_EXAMPLES=2000 for a longer search than the suite's.
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -31,6 +32,7 @@ from services.gateway.simulator import (
 )
 from services.platform.settings import Settings
 from tests.support.builders import command_fields, usd
+from tests.support.infra import Infrastructure
 from tests.support.kafka_io import Collector, apply_commands
 from tests.support.services import (
     GENERIC_SECRET,
@@ -254,3 +256,17 @@ async def test_metrics_name_the_expected_series(gateway: httpx.AsyncClient, sett
             "pursestrings_gateway_lifecycle_events_total",
         )
     ] == [True] * 5
+
+
+async def test_with_postgres_gone_the_answer_is_a_decline_not_an_error(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, infrastructure: Infrastructure
+) -> None:
+    """The card cannot be looked up (the database is gone): 200 with a decline, system_unavailable."""
+    name = urlsplit(settings_for_gateway.database_url.get_secret_value()).path.lstrip("/")
+    admin = await asyncpg.connect(dsn=infrastructure.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    answer = await _stripe_ask(gateway, "iauth_pg_gone", 100)
+    assert (answer["approved"], answer["metadata"]) == (False, {"pursestrings_reason": "system_unavailable"})

@@ -1,0 +1,397 @@
+"""The chaos run: every service as its own process on the real Kafka and Postgres, a seeded workload,
+faults at seeded moments, then a quiet end and the oracle (chaos/oracle.py).
+
+Everything random comes from one `random.Random(seed)`: the workload, the faults and their moments.
+(Thread scheduling, Kafka and Postgres are not deterministic, so a seed reproduces the same storm,
+not the same interleaving; the oracle's checks hold for every interleaving.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.common import CapKind, Issuer, Merchant
+from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted, RefundPosted
+from schemas.money import Money
+from schemas.policies import CardCaps, WalletCaps
+from schemas.registry import Message, parse, serialize
+from schemas.topics import Topic, message_key, topic_name
+from schemas.wallet import BindTrace, CreateCard, CreateWallet, FreezeCard, RaiseCap, UnfreezeCard, UpdateCaps
+from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
+from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
+from services.platform.logging import get_logger
+from services.platform.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STRIPE_SECRET = "whsec_chaos"  # noqa: S105 - a local test secret
+MERCHANTS = (
+    Merchant(name="OpenAI API", mcc="5734", network_id="openai", country="US"),
+    Merchant(name="Anthropic", mcc="5734", network_id="anthropic", country="US"),
+    Merchant(name="Modal Labs", mcc="7372", network_id="modal", country="US"),
+)
+_log = get_logger("chaos")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's shape."""
+
+    seed: int
+    wallets: int = 8
+    seconds: float = 40.0
+    rate_per_s: float = 60.0  # workload actions per second
+    fault_every_s: float = 6.0  # mean time between faults
+    deadline_ms: int = 600
+    report_every_s: float = 0.0  # a soak prints progress and memory this often (0: never)
+    faults: tuple[str, ...] = (
+        "kill_authorizer", "second_authorizer", "stall_authorizer", "kill_ledger", "kill_gateway",
+        "kill_notifier", "restart_postgres",
+    )  # fmt: skip
+
+
+@dataclass
+class Tally:
+    """What happened, for the summary."""
+
+    events: int = 0
+    kills: int = 0
+    restarts: int = 0
+    rebalances: int = 0
+    duplicates: int = 0
+    stalls: int = 0
+    postgres_restarts: int = 0
+    webhook_answers: dict[str, bool] = field(default_factory=dict)  # authorization id → approved
+    webhook_reasons: dict[str, str] = field(default_factory=dict)
+    requested: set[str] = field(default_factory=set)
+    faults: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Processes:
+    """The services as processes; restarted on demand, each with its log under the run's folder."""
+
+    def __init__(self, settings: Settings, logs: Path, gateway_port: int, deadline_ms: int) -> None:
+        self._logs = logs
+        self.gateway_url = f"http://127.0.0.1:{gateway_port}"
+        self._env = {
+            **os.environ,
+            "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
+            "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
+            "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+            "PURSESTRINGS_LOG_FORMAT": "json",
+            "PURSESTRINGS_LOG_LEVEL": "info",
+            "PURSESTRINGS_GATEWAY_PORT": str(gateway_port),
+            "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+            "PURSESTRINGS_AUTH_DEADLINE_MS": str(deadline_ms),
+            "PURSESTRINGS_NOTIFIER_PORT": "0",
+            "PURSESTRINGS_AUTHORIZER_HEALTH_PORT": "0",
+            "PURSESTRINGS_LEDGER_HEALTH_PORT": "0",
+        }
+        self._env.pop("PURSESTRINGS_ENV_FILE", None)
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        """Start (or restart) `name`: authorizer, authorizer-2, ledger, gateway or notifier."""
+        module = "services." + name.split("-", maxsplit=1)[0]
+        with (self._logs / f"{name}.log").open("ab") as output:
+            self.running[name] = subprocess.Popen(  # noqa: S603 - our own modules
+                [sys.executable, "-m", module], cwd=ROOT, env=self._env, stdout=output, stderr=output
+            )
+
+    def signal(self, name: str, number: int) -> None:
+        """Send a signal to `name` if it runs."""
+        process = self.running.get(name)
+        if process is not None and process.poll() is None:
+            process.send_signal(number)
+
+    def kill(self, name: str) -> None:
+        """Kill -9, and wait for it to be gone."""
+        process = self.running.pop(name, None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """SIGCONT (in case), SIGTERM, wait; SIGKILL what lingers."""
+        for name, process in list(self.running.items()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            self.running.pop(name, None)
+
+    def dead(self) -> list[str]:
+        """Processes that exited on their own."""
+        return [name for name, process in self.running.items() if process.poll() is not None]
+
+    async def gateway_ready(self, timeout_s: float = 60) -> None:
+        """Wait until the gateway answers /healthz."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get(f"{self.gateway_url}/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the gateway did not become healthy")
+
+
+def _usd(minor: int) -> Money:
+    return Money.of(minor, "USD")
+
+
+class Workload:
+    """Seeded traffic: authorizations (Kafka and webhooks), commands, lifecycle events, duplicates."""
+
+    def __init__(self, settings: Settings, config: Config, rng: random.Random, tally: Tally, gateway_url: str) -> None:
+        self._settings, self._config, self._rng, self._tally = settings, config, rng, tally
+        self._gateway_url = gateway_url
+        self._producer: Any = None  # made by start()
+        self.wallets = [f"cw{index}" for index in range(config.wallets)]
+        self.cards = {w: [f"{w}-c{n}" for n in range(2)] for w in self.wallets}
+        self.approved: dict[str, AuthorizationDecided] = {}  # first approvals seen on auth.decisions
+        self._settled: set[str] = set()  # authorizations with a final clearing or a full reversal
+        self._cleared: dict[str, int] = {}
+        self._sent: list[tuple[Topic, Message]] = []  # for redelivery
+        self._webhooks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start a producer (a stopped one cannot start again)."""
+        self._producer = create_producer(self._settings)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Wait for webhooks in flight; stop the producer."""
+        if self._webhooks:
+            await asyncio.gather(*self._webhooks, return_exceptions=True)
+        await self._producer.stop()
+
+    async def send(self, topic: Topic, message: Message, *, remember: bool = True) -> None:
+        """Publish one message (keyed by wallet) and count it."""
+        await self._producer.send_and_wait(
+            topic_name(topic, self._settings.topic_prefix), serialize(message), key=message_key(message)
+        )
+        self._tally.events += 1
+        if remember:
+            self._sent.append((topic, message))
+
+    def _fields(self, wallet_id: str) -> dict[str, Any]:
+        return {"command_id": uuid.uuid4(), "wallet_id": wallet_id, "actor": "chaos", "issued_at": datetime.now(UTC)}
+
+    def setup_commands(self) -> list[Message]:
+        """Wallets with a rolling cap, a funded and an unfunded card each, and bound traces."""
+        commands: list[Message] = []
+        for wallet_id in self.wallets:
+            cap = self._rng.randrange(2_000, 8_000)
+            commands.append(CreateWallet(**self._fields(wallet_id), caps=WalletCaps(rolling_24h=_usd(cap))))
+            for index, card_id in enumerate(self.cards[wallet_id]):
+                funded = _usd(self._rng.randrange(1_000, 4_000)) if index == 0 else None
+                commands.append(
+                    CreateCard(
+                        **self._fields(wallet_id),
+                        card_id=card_id,
+                        issuer=Issuer.STRIPE,
+                        issuer_card_token=f"tok-{card_id}",
+                        last4="4242",
+                        funded_amount=funded,
+                        caps=CardCaps(),
+                    )
+                )
+            commands.append(BindTrace(**self._fields(wallet_id), trace_id=f"T-{wallet_id}-0", card_id=None))
+        return commands
+
+    async def step(self) -> None:
+        """One seeded action."""
+        roll = self._rng.random()
+        wallet_id = self._rng.choice(self.wallets)
+        if roll < 0.40:
+            await self._authorize_on_kafka(wallet_id)
+        elif roll < 0.55:
+            self._authorize_by_webhook(wallet_id)
+        elif roll < 0.78:
+            await self._lifecycle()
+        elif roll < 0.90:
+            await self._command(wallet_id)
+        else:
+            await self._redeliver()
+
+    def _request(self, wallet_id: str, card_id: str, authorization_id: str, amount: int) -> AuthorizationRequested:
+        now = datetime.now(UTC)
+        return AuthorizationRequested(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, authorization_id), wallet_id=wallet_id, card_id=card_id,
+            issuer=Issuer.STRIPE, issuer_authorization_id=authorization_id, amount=_usd(amount),
+            merchant_amount=_usd(amount), merchant=self._rng.choice(MERCHANTS), requested_at=now,
+            deadline_at=now + timedelta(minutes=10),
+        )  # fmt: skip
+
+    async def _authorize_on_kafka(self, wallet_id: str) -> None:
+        authorization_id = f"ck-{self._rng.getrandbits(48):012x}"
+        card_id = self._rng.choice(self.cards[wallet_id])
+        self._tally.requested.add(authorization_id)
+        await self.send(Topic.AUTH_REQUESTS, self._request(wallet_id, card_id, authorization_id,
+                                                           self._rng.randrange(50, 1_500)))  # fmt: skip
+
+    def _authorize_by_webhook(self, wallet_id: str) -> None:
+        authorization_id = f"iauth_chaos_{self._rng.getrandbits(48):012x}"
+        card_id = self._rng.choice(self.cards[wallet_id])
+        amount = self._rng.randrange(50, 1_500)
+        task = asyncio.create_task(self._webhook(authorization_id, f"tok-{card_id}", amount))
+        self._webhooks.add(task)
+        task.add_done_callback(self._webhooks.discard)
+
+    async def _webhook(self, authorization_id: str, card_token: str, amount: int) -> None:
+        """POST like Stripe, retrying (same authorization id) while the gateway is down, as Stripe would."""
+        event = stripe_authorization_request(authorization_id, card_token, amount)
+        async with httpx.AsyncClient(timeout=5) as client:
+            for _ in range(60):
+                signed = sign_for_stripe(event, STRIPE_SECRET)
+                try:
+                    response = await client.post(f"{self._gateway_url}{signed.path}", content=signed.body,
+                                                 headers=signed.headers)  # fmt: skip
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.5)
+                    continue
+                if response.status_code == 200:
+                    body = response.json()
+                    self._tally.webhook_answers[authorization_id] = bool(body["approved"])
+                    self._tally.webhook_reasons[authorization_id] = body.get("metadata", {}).get(
+                        "pursestrings_reason", ""
+                    )
+                    self._tally.events += 1
+                    return
+                await asyncio.sleep(0.5)
+
+    async def _lifecycle(self) -> None:
+        open_ = [a for a in self.approved if a not in self._settled]
+        roll = self._rng.random()
+        if roll < 0.1:
+            wallet_id = self._rng.choice(self.wallets)
+            card_id = self._rng.choice(self.cards[wallet_id])
+            await self.send(Topic.ISSUER_EVENTS, ForcePosted(
+                event_id=uuid.uuid4(), wallet_id=wallet_id, card_id=card_id, issuer=Issuer.STRIPE,
+                occurred_at=datetime.now(UTC), issuer_transaction_id=f"ft-{uuid.uuid4().hex[:10]}",
+                amount=_usd(self._rng.randrange(10, 300)), merchant=self._rng.choice(MERCHANTS)))  # fmt: skip
+            return
+        if not open_:
+            return
+        decision = self.approved[self._rng.choice(sorted(open_))]
+        held = decision.amount.amount_minor
+        base: dict[str, Any] = {"event_id": uuid.uuid4(), "wallet_id": decision.wallet_id,
+                                "card_id": decision.card_id, "issuer": Issuer.STRIPE, "occurred_at": datetime.now(UTC),
+                                "issuer_authorization_id": decision.issuer_authorization_id}  # fmt: skip
+        if roll < 0.55:
+            amount = max(1, held + self._rng.randrange(-held // 2, held // 5 + 1))  # below or above the hold
+            final = self._rng.random() < 0.8
+            transaction_id = f"ct-{uuid.uuid4().hex[:10]}"
+            await self.send(Topic.ISSUER_EVENTS, AuthorizationCleared(
+                **base, issuer_transaction_id=transaction_id, amount=_usd(amount), final=final))  # fmt: skip
+            self._cleared[decision.issuer_authorization_id] = amount
+            if final:
+                self._settled.add(decision.issuer_authorization_id)
+        elif roll < 0.85:
+            full = self._rng.random() < 0.6
+            amount = held if full else self._rng.randrange(1, held + 1)
+            await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(**base, amount=_usd(amount), full=full))
+            if full:
+                self._settled.add(decision.issuer_authorization_id)
+        elif decision.issuer_authorization_id in self._cleared:
+            base.pop("issuer_authorization_id")
+            await self.send(Topic.ISSUER_EVENTS, RefundPosted(
+                **base, issuer_transaction_id=f"rf-{uuid.uuid4().hex[:10]}",
+                issuer_authorization_id=decision.issuer_authorization_id,
+                amount=_usd(self._rng.randrange(1, self._cleared[decision.issuer_authorization_id] + 1))))  # fmt: skip
+
+    async def _command(self, wallet_id: str) -> None:
+        card_id = self._rng.choice(self.cards[wallet_id])
+        roll = self._rng.random()
+        fields = self._fields(wallet_id)
+        command: Message
+        if roll < 0.3:
+            command = FreezeCard(**fields, card_id=card_id, reason="chaos")
+        elif roll < 0.6:
+            command = UnfreezeCard(**fields, card_id=card_id, reason="chaos")
+        elif roll < 0.75:
+            command = RaiseCap(**fields, cap=CapKind.WALLET_ROLLING_24H, amount=_usd(self._rng.randrange(100, 1_000)),
+                               until=datetime.now(UTC) + timedelta(minutes=self._rng.randrange(1, 30)))  # fmt: skip
+        elif roll < 0.9:
+            command = BindTrace(**fields, trace_id=f"T-{wallet_id}-{self._rng.randrange(5)}", card_id=card_id)
+        else:
+            command = UpdateCaps(**fields, wallet_caps=WalletCaps(rolling_24h=_usd(self._rng.randrange(2_000, 8_000))))
+        await self.send(Topic.WALLET_COMMANDS, command)
+
+    async def _redeliver(self) -> None:
+        """A message again, later and out of order: the same ids, so it must change nothing."""
+        if not self._sent:
+            return
+        topic, message = self._rng.choice(self._sent)
+        self._tally.duplicates += 1
+        await self.send(topic, message, remember=False)
+
+    async def settle_everything(self) -> None:
+        """The end: release every approved hold not yet settled (full reversals)."""
+        for authorization_id in sorted(set(self.approved) - self._settled):
+            decision = self.approved[authorization_id]
+            await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(
+                event_id=uuid.uuid4(), wallet_id=decision.wallet_id, card_id=decision.card_id, issuer=Issuer.STRIPE,
+                occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id,
+                amount=decision.amount, full=True))  # fmt: skip
+            self._settled.add(authorization_id)
+
+
+async def follow_decisions(settings: Settings, workload: Workload, stop: asyncio.Event) -> None:
+    """Read auth.decisions from the start: the workload learns which holds exist to clear or reverse."""
+    consumer = create_consumer(settings, [topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)],
+                               group_id=f"chaos-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    decision = parse(Topic.AUTH_DECISIONS, record.value or b"")
+                    if isinstance(decision, AuthorizationDecided) and decision.approved:
+                        workload.approved.setdefault(decision.issuer_authorization_id, decision)
+    finally:
+        await consumer.stop()
+
+
+async def prepare(settings: Settings) -> None:
+    """The run's topics."""
+    await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Poll `check` until true; fail saying `what` was not reached."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"chaos: {what} not reached within {timeout_s:.0f} s")
+
+
+async def database(settings: Settings) -> asyncpg.Connection:
+    """A connection to the run's database."""
+    return await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)

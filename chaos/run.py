@@ -1,0 +1,286 @@
+"""One chaos run end to end: fresh database and topics, the services as processes, the seeded storm,
+a quiet end, the oracle, the summary line and chaos/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from pydantic import SecretStr
+
+from chaos.harness import Config, Processes, Tally, Workload, follow_decisions, prepare, wait_for
+from chaos.oracle import Verdict, judge, read_topic
+from schemas.topics import Topic
+from services.platform.kafka import delete_topics_with_prefix
+from services.platform.logging import get_logger
+from services.platform.migrations import apply_migrations
+from services.platform.settings import Settings, load_settings
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+ROOT = Path(__file__).resolve().parent.parent
+_log = get_logger("chaos")
+_FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
+             "ledger_mismatches")  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415 - only here
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _fresh(base: Settings) -> Settings:
+    url = base.database_url.get_secret_value()
+    name = f"pursestrings_chaos_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn=url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    connection = await asyncpg.connect(dsn=fresh)
+    try:
+        await apply_migrations(connection)
+    finally:
+        await connection.close()
+    return base.model_copy(update={"database_url": SecretStr(fresh), "topic_prefix": f"chaos-{uuid.uuid4().hex[:8]}",
+                                   "kafka_partitions": 6})  # fmt: skip
+
+
+async def _drop(base: Settings, settings: Settings) -> None:
+    admin = await asyncpg.connect(dsn=base.database_url.get_secret_value())
+    try:
+        name = urlsplit(settings.database_url.get_secret_value()).path.lstrip("/")
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    await delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix)
+
+
+class Faults:
+    """Seeded faults, one at a time, at seeded moments."""
+
+    def __init__(self, processes: Processes, config: Config, rng: random.Random, tally: Tally) -> None:
+        self._processes, self._config, self._rng, self._tally = processes, config, rng, tally
+
+    async def run(self, until: float) -> None:
+        """Inject faults until `until` (monotonic seconds)."""
+        while time.monotonic() < until:
+            await asyncio.sleep(self._rng.expovariate(1 / self._config.fault_every_s))
+            if time.monotonic() >= until:
+                return
+            fault = self._rng.choice(self._config.faults)
+            self._tally.faults.append(fault)
+            _log.info("chaos_fault", fault=fault)
+            await getattr(self, fault)()
+
+    async def _restart(self, name: str) -> None:
+        self._processes.kill(name)
+        self._tally.kills += 1
+        await asyncio.sleep(self._rng.uniform(0.3, 2.0))
+        self._processes.start(name)
+        self._tally.restarts += 1
+
+    async def kill_authorizer(self) -> None:
+        """Kill -9 the authorizer mid-stream; restart it."""
+        await self._restart("authorizer")
+
+    async def kill_ledger(self) -> None:
+        """Kill -9 the ledger; restart it."""
+        await self._restart("ledger")
+
+    async def kill_gateway(self) -> None:
+        """Kill -9 the gateway (webhooks in flight are retried, as issuers do); restart it."""
+        await self._restart("gateway")
+
+    async def kill_notifier(self) -> None:
+        """Kill -9 the notifier; restart it."""
+        await self._restart("notifier")
+
+    async def second_authorizer(self) -> None:
+        """A second authorizer joins the group (a rebalance), or leaves it (another)."""
+        if "authorizer-2" in self._processes.running:
+            self._processes.signal("authorizer-2", signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            self._processes.kill("authorizer-2")
+        else:
+            self._processes.start("authorizer-2")
+        self._tally.rebalances += 1
+
+    async def stall_authorizer(self) -> None:
+        """The authorizer freezes past the webhook deadline (a zombie for a moment), then resumes."""
+        self._processes.signal("authorizer", signal.SIGSTOP)
+        await asyncio.sleep(self._config.deadline_ms / 1000 + self._rng.uniform(0.3, 1.5))
+        self._processes.signal("authorizer", signal.SIGCONT)
+        self._tally.stalls += 1
+
+    async def restart_postgres(self) -> None:
+        """Postgres stops and starts again under the running services."""
+        script = str(ROOT / "deploy" / "postgres" / "postgres.sh")
+        for step in ("down", "up"):
+            process = await asyncio.create_subprocess_exec(script, step, stdout=asyncio.subprocess.DEVNULL,
+                                                           stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+            await process.wait()
+        self._tally.postgres_restarts += 1
+
+
+async def _quiet_end(settings: Settings, workload: Workload, processes: Processes, tally: Tally) -> None:
+    """Every process up and resumed; every request decided; every hold settled and journaled."""
+    for name in ("authorizer", "ledger", "gateway", "notifier"):
+        processes.signal(name, signal.SIGCONT)
+        if name not in processes.running or processes.running[name].poll() is not None:
+            processes.start(name)
+    await workload.stop()
+
+    async def all_decided() -> bool:
+        decided = {d.issuer_authorization_id for d in await read_topic(settings, Topic.AUTH_DECISIONS)}
+        return tally.requested <= decided
+
+    phase = time.monotonic()
+    await wait_for(all_decided, 120, "a decision for every request")
+    tally.phases["all_decided_s"] = round(time.monotonic() - phase, 1)
+    await asyncio.sleep(2)  # the follower sees the last approvals
+    await workload.start()
+    await workload.settle_everything()
+    await workload.stop()
+
+    async def settled() -> bool:
+        connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+        try:
+            holds = await connection.fetchval("SELECT count(*) FROM authorizer.holds")
+            ledger = await connection.fetchval("SELECT count(*) FROM ledger.card_balances WHERE held_minor <> 0")
+            behind = await connection.fetchval(
+                """SELECT count(*) FROM authorizer.decisions d WHERE NOT EXISTS
+                   (SELECT 1 FROM ledger.entries e WHERE e.kind = 'decision'
+                      AND e.issuer_authorization_id = d.issuer_authorization_id)"""
+            )
+        finally:
+            await connection.close()
+        return bool(holds == 0 and ledger == 0 and behind == 0)
+
+    phase = time.monotonic()
+    with contextlib.suppress(TimeoutError):  # the oracle then says what did not settle
+        await wait_for(settled, 90, "every hold released and journaled")
+    tally.phases["settled_s"] = round(time.monotonic() - phase, 1)
+
+
+async def run(config: Config, base: Settings | None = None, results: Path = RESULTS) -> dict[str, Any]:
+    """The whole run (on a database made next to `base`'s); returns the summary, also written to
+    chaos/results/latest.json.
+    """
+    base = base or load_settings("pursestrings-chaos")
+    settings = await _fresh(base)
+    await prepare(settings)
+    rng, tally = random.Random(config.seed), Tally()
+    logs = Path(tempfile.mkdtemp(prefix=f"chaos-{config.seed}-"))
+    processes = Processes(settings, logs, _free_port(), config.deadline_ms)
+    started = time.monotonic()
+    try:
+        for name in ("authorizer", "ledger", "notifier", "gateway"):
+            processes.start(name)
+        await processes.gateway_ready()
+        workload = Workload(settings, config, rng, tally, processes.gateway_url)
+        await workload.start()
+        for command in workload.setup_commands():
+            await workload.send(Topic.WALLET_COMMANDS, command, remember=False)
+        stop_following = asyncio.Event()
+        follower = asyncio.create_task(follow_decisions(settings, workload, stop_following))
+        until = time.monotonic() + config.seconds
+        faults = asyncio.create_task(Faults(processes, config, rng, tally).run(until))
+        reporter = (
+            asyncio.create_task(_report(processes, tally, config.report_every_s)) if config.report_every_s else None
+        )
+        while time.monotonic() < until:
+            await workload.step()
+            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+        await faults
+        if reporter is not None:
+            reporter.cancel()
+        await _quiet_end(settings, workload, processes, tally)
+        stop_following.set()
+        await follower
+        phase = time.monotonic()
+        verdict = await judge(settings, tally.webhook_answers, tally.webhook_reasons)
+        tally.phases["oracle_s"] = round(time.monotonic() - phase, 1)
+    finally:
+        processes.stop_all()
+    summary = _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results)
+    await _drop(base, settings)
+    return summary
+
+
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MB (Linux /proc), or None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+async def _report(processes: Processes, tally: Tally, every_s: float) -> None:
+    """Every `every_s`: what happened so far and each process's memory (a soak must stay flat)."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        memory = {name: rss_mb(process.pid) for name, process in sorted(processes.running.items())}
+        tally.memory.append({"at_s": round(time.monotonic() - started), **memory})
+        print(f"chaos t={time.monotonic() - started:.0f}s events={tally.events} kills={tally.kills} "
+              f"rebalances={tally.rebalances} stalls={tally.stalls} postgres_restarts={tally.postgres_restarts} "
+              f"duplicates={tally.duplicates} rss_mb={memory}", flush=True)  # fmt: skip
+
+
+def _summary(
+    config: Config, tally: Tally, verdict: Verdict, seconds: float, *, logs: Path, results: Path
+) -> dict[str, Any]:
+    figures = asdict(verdict)
+    details = figures.pop("details")
+    summary = {
+        "seed": config.seed,
+        "events": tally.events,
+        "kills": tally.kills,
+        "restarts": tally.restarts,
+        "rebalances": tally.rebalances,
+        "duplicates": tally.duplicates,
+        "stalls": tally.stalls,
+        "postgres_restarts": tally.postgres_restarts,
+        "webhook_answers": len(tally.webhook_answers),
+        **figures,
+        "passed": all(figures[name] == 0 for name in _FAILURES),
+        "seconds": round(seconds, 1),
+        "config": {k: v for k, v in asdict(config).items() if k != "seed"},
+        "faults": tally.faults,
+        "phases": tally.phases,
+        "memory_mb": tally.memory,
+        "details": details,
+        "logs": str(logs),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line a human reads first; a failure names the seed that reproduces it."""
+    figures = " ".join(f"{name}={summary[name]}" for name in ("events", "kills", "restarts", "rebalances",
+                       "duplicates", "stalls", "postgres_restarts", *_FAILURES, "late_approvals_released"))  # fmt: skip
+    verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"
+    return f"chaos seed={summary['seed']} {figures} → {verdict}"

@@ -1,0 +1,32 @@
+"""A small seeded chaos run inside `make test` (`make chaos` runs a longer one): the services as
+processes under kills, a second authorizer, a stall past the deadline, and a Postgres restart; the
+oracle must find nothing wrong. The seed is in the failure message and in chaos/results/latest.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaos.harness import Config
+from chaos.run import run, summary_line
+from services.platform.settings import Settings
+from tests.support.infra import Infrastructure
+
+pytestmark = pytest.mark.slow
+SEED = 7
+
+
+async def test_a_short_storm_breaks_no_guarantee(
+    settings: Settings, infrastructure: Infrastructure, tmp_path: Path
+) -> None:
+    """Every guarantee holds after a 25 s storm with a fault every 4 s on average."""
+    faults = Config(seed=SEED).faults
+    if infrastructure.source != "local":  # deploy/postgres restarts the local server only
+        faults = tuple(fault for fault in faults if fault != "restart_postgres")
+    config = Config(seed=SEED, wallets=6, seconds=25, rate_per_s=50, fault_every_s=4, faults=faults)
+    summary = await run(config, settings, results=tmp_path / "chaos.json")
+    assert summary["passed"], summary_line(summary) + f"\n{summary['details']}"
+    assert summary["events"] > 500
+    assert summary["kills"] + summary["rebalances"] + summary["stalls"] + summary["postgres_restarts"] > 0
