@@ -23,11 +23,13 @@ def main() -> int:
     parser.add_argument("--wallets", type=int, default=12)
     parser.add_argument("--rate", type=float, default=80.0, help="workload actions per second")
     parser.add_argument("--fault-every", type=float, default=5.0, help="mean seconds between faults")
+    parser.add_argument("--faults", default="", help="comma-separated subset of the faults (default: all)")
     parser.add_argument("--report-every", type=float, default=0.0, help="print progress and memory this often")
     options = parser.parse_args()
     seed = options.seed if options.seed is not None else random.randrange(1, 10**9)
     configure_logging("warning")
-    config = Config(seed=seed, wallets=options.wallets, seconds=options.seconds, rate_per_s=options.rate,
+    faults = tuple(f for f in options.faults.split(",") if f) or Config(seed=seed).faults
+    config = Config(faults=faults, seed=seed, wallets=options.wallets, seconds=options.seconds, rate_per_s=options.rate,
                     fault_every_s=options.fault_every, report_every_s=options.report_every)  # fmt: skip
     summary = asyncio.run(run(config))
     print(summary_line(summary))

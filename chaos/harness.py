@@ -9,6 +9,7 @@ not the same interleaving; the oracle's checks hold for every interleaving.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from aiokafka.errors import KafkaError
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, Issuer, Merchant
@@ -61,7 +63,7 @@ class Config:
     report_every_s: float = 0.0  # a soak prints progress and memory this often (0: never)
     faults: tuple[str, ...] = (
         "kill_authorizer", "second_authorizer", "stall_authorizer", "kill_ledger", "kill_gateway",
-        "kill_notifier", "restart_postgres",
+        "kill_notifier", "restart_postgres", "restart_kafka",
     )  # fmt: skip
 
 
@@ -76,6 +78,7 @@ class Tally:
     duplicates: int = 0
     stalls: int = 0
     postgres_restarts: int = 0
+    kafka_restarts: int = 0
     webhook_answers: dict[str, bool] = field(default_factory=dict)  # authorization id → approved
     webhook_reasons: dict[str, str] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
@@ -190,10 +193,23 @@ class Workload:
         await self._producer.stop()
 
     async def send(self, topic: Topic, message: Message, *, remember: bool = True) -> None:
-        """Publish one message (keyed by wallet) and count it."""
-        await self._producer.send_and_wait(
-            topic_name(topic, self._settings.topic_prefix), serialize(message), key=message_key(message)
-        )
+        """Publish one message (keyed by wallet) and count it; retried while the broker is away."""
+        for attempt in range(120):
+            try:
+                if self._producer is None:
+                    await self.start()
+                await self._producer.send_and_wait(
+                    topic_name(topic, self._settings.topic_prefix), serialize(message), key=message_key(message)
+                )
+                break
+            except KafkaError:
+                if attempt == 119:
+                    raise
+                # An idempotent producer may be left fenced by a broker restart: a new one goes on.
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+                self._producer = None
+                await asyncio.sleep(0.5)
         self._tally.events += 1
         if remember:
             self._sent.append((topic, message))

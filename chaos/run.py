@@ -129,6 +129,15 @@ class Faults:
         self._processes.signal("authorizer", signal.SIGCONT)
         self._tally.stalls += 1
 
+    async def restart_kafka(self) -> None:
+        """The Kafka broker stops and starts again under everything (clients must reconnect)."""
+        script = str(ROOT / "deploy" / "kafka" / "kafka.sh")
+        for step in ("down", "up"):
+            process = await asyncio.create_subprocess_exec(script, step, stdout=asyncio.subprocess.DEVNULL,
+                                                           stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+            await process.wait()
+        self._tally.kafka_restarts += 1
+
     async def restart_postgres(self) -> None:
         """Postgres stops and starts again under the running services."""
         script = str(ROOT / "deploy" / "postgres" / "postgres.sh")
@@ -261,6 +270,7 @@ def _summary(
         "duplicates": tally.duplicates,
         "stalls": tally.stalls,
         "postgres_restarts": tally.postgres_restarts,
+        "kafka_restarts": tally.kafka_restarts,
         "webhook_answers": len(tally.webhook_answers),
         **figures,
         "passed": all(figures[name] == 0 for name in _FAILURES),
@@ -280,7 +290,8 @@ def _summary(
 
 def summary_line(summary: dict[str, Any]) -> str:
     """One line a human reads first; a failure names the seed that reproduces it."""
-    figures = " ".join(f"{name}={summary[name]}" for name in ("events", "kills", "restarts", "rebalances",
-                       "duplicates", "stalls", "postgres_restarts", *_FAILURES, "late_approvals_released"))  # fmt: skip
+    names = ("events", "kills", "restarts", "rebalances", "duplicates", "stalls", "postgres_restarts",
+             "kafka_restarts", *_FAILURES, "late_approvals_released")  # fmt: skip
+    figures = " ".join(f"{name}={summary[name]}" for name in names)
     verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"
     return f"chaos seed={summary['seed']} {figures} → {verdict}"

@@ -6,6 +6,7 @@ Postgres. Business rules live in `services.authorizer.domain`, never here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -89,6 +90,7 @@ class Authorizer:
         self._cache: OrderedDict[str, WalletState] = OrderedDict()
         # When each cached wallet was read from Postgres (see `_answer_would_be_in_memory`).
         self._loaded_at: dict[str, datetime] = {}
+        self._publish_failed = False  # set when Kafka refused a publish; the loop then recovers
         self._epochs: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -134,6 +136,8 @@ class Authorizer:
         """Process batches until cancelled; sweep aged-out holds of idle wallets now and then."""
         last_sweep = self._clock()
         while True:
+            if self._publish_failed:
+                await self._recover_publishing()
             await self.process_batch()
             if self._clock() - last_sweep >= SWEEP_INTERVAL:
                 last_sweep = self._clock()
@@ -377,6 +381,7 @@ class Authorizer:
             acks = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
         except Exception as error:  # noqa: BLE001 - any publish failure leaves the rows for the relay, logged
             _log.error("publish_failed", error=str(error), rows=len(rows))
+            self._publish_failed = True
             return
         self._in_flight = asyncio.create_task(self._confirm(rows, acks))
 
@@ -385,8 +390,32 @@ class Authorizer:
             await asyncio.gather(*acks)
         except Exception as error:  # noqa: BLE001 - as above: the rows stay for the relay
             _log.error("publish_failed", error=str(error), rows=len(rows))
+            self._publish_failed = True
             return
         self._published += [row.outbox_id for row in rows]
+
+    async def _recover_publishing(self) -> None:
+        """After a failed publish: a new producer (an idempotent one can be left unusable by a broker
+        restart, OutOfOrderSequenceNumber), then the outbox's unpublished rows again, in order.
+        Until it succeeds, decisions are committed and wait in the outbox (the gateway declines at
+        its deadline meanwhile: fail closed).
+        """
+        if self._in_flight is not None:
+            with contextlib.suppress(Exception):
+                await self._in_flight
+            self._in_flight = None
+        old, self._producer = self._producer, create_producer(self._settings)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        try:
+            await self._producer.start()
+            self._publish_failed = False
+            await self._relay_unpublished()
+        except Exception as error:  # noqa: BLE001 - the broker is still away: try again after the next batch
+            _log.warning("publish_recovery_failed", error=str(error)[:300])
+            self._publish_failed = True
+            await asyncio.sleep(0.5)
 
     async def _relay_unpublished(self) -> None:
         """Publish what a previous run committed but could not send (a crash between the two)."""

@@ -205,8 +205,11 @@ async def test_deny_is_recorded_and_a_429_is_delivered_after_retry_after(
         await _decide(kafka_topics, _requests(WALLET, CARD, [600, 600], "deny"))
         (message,) = await _eventually(lambda: _messages(loop))
         waited = time.monotonic() - started
-        outbox = await pool.fetchrow(
-            "SELECT attempts, last_error FROM notifier.slack_outbox WHERE method = 'chat.postMessage'"
+        outbox = await _eventually(  # Slack has answered; the outbox row is marked just after
+            lambda: pool.fetchrow(
+                "SELECT attempts, last_error FROM notifier.slack_outbox"
+                " WHERE method = 'chat.postMessage' AND delivered_at IS NOT NULL"
+            )
         )
         assert (outbox["attempts"], outbox["last_error"]) == (2, None)  # cleared once delivered
         assert waited >= 1.0
