@@ -46,6 +46,11 @@ migrate: infra-up ## apply pending SQL migrations (schemas/sql/)
 schemas: venv ## export the contracts' JSON Schemas into schemas/json/
 	@$(PY) -m schemas.export
 
+.PHONY: docs
+docs: venv ## regenerate docs/api/ (the gateway's OpenAPI, the topics' AsyncAPI) and schemas/json/
+	@$(PY) -m services.docs
+	@$(PY) -m schemas.export
+
 .PHONY: check
 check: venv ## ruff format + lint, mypy --strict
 	@$(VENV)/bin/ruff format --check .

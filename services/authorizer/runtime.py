@@ -31,6 +31,7 @@ from schemas.issuer_events import (
 from schemas.registry import InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
+from services.authorizer import metrics
 from services.authorizer.decide import derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
@@ -241,8 +242,10 @@ class Authorizer:
         spent = {"decide": decided - started, "commit": committed - decided, "publish": time.perf_counter() - committed}
         for stage, seconds in spent.items():
             self.seconds_by_stage[stage] += seconds
+            metrics.BATCH_SECONDS.labels(stage).observe(seconds)
         self.batches += 1
         self.records += len(records)
+        self._measure(records, effects)
         _log.debug(
             "batch_done",
             records=len(records),
@@ -250,6 +253,27 @@ class Authorizer:
             **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()},
         )
         return len(records)
+
+    def _measure(self, records: list[Record], effects: BatchEffects) -> None:
+        """Batch size, decisions by reason, their latency from arrival, and how far behind we are."""
+        metrics.BATCH_RECORDS.observe(len(records))
+        committed_ms = time.time() * 1000
+        for record in records:
+            if self._topics[record.topic] is Topic.AUTH_REQUESTS:
+                metrics.DECISION_AGE_SECONDS.observe(max(0.0, committed_ms - record.timestamp) / 1000)
+        for decision, _ in effects.decisions:
+            metrics.DECISIONS.labels(decision.reason.value).inc()
+        consumer = self._consumer
+        if consumer is not None:
+            behind = 0
+            for partition in consumer.assignment():
+                end, position = (
+                    consumer.highwater(partition),
+                    self._positions.get((partition.topic, partition.partition)),
+                )
+                if end is not None and position is not None:
+                    behind += max(0, end - position)
+            metrics.CONSUMER_LAG.set(behind)
 
     async def _decide_batch(self, records: list[Record]) -> tuple[BatchEffects, dict[str, WalletState]]:
         parsed = [(record, self._parse(record)) for record in records]
@@ -322,6 +346,7 @@ class Authorizer:
             "value": (record.value or b"").decode("utf-8", errors="replace"),
         }
         topic = topic_name(self._topics[record.topic], self._settings.topic_prefix, dead_letter=True)
+        metrics.DEAD_LETTERS.labels(self._topics[record.topic].value).inc()
         key = (record.key or b"").decode("utf-8", errors="replace")
         effects.outbox.append((topic, key, str(_dead_letter_id(record)), json.dumps(payload).encode()))
         _log.warning(
@@ -383,6 +408,7 @@ class Authorizer:
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True
             return
+        metrics.OUTBOX_IN_FLIGHT.inc(len(rows))
         self._in_flight = asyncio.create_task(self._confirm(rows, acks))
 
     async def _confirm(self, rows: list[OutboxRow], acks: list[asyncio.Future[object]]) -> None:
@@ -392,6 +418,8 @@ class Authorizer:
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True
             return
+        finally:
+            metrics.OUTBOX_IN_FLIGHT.dec(len(rows))
         self._published += [row.outbox_id for row in rows]
 
     async def _recover_publishing(self) -> None:

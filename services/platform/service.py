@@ -124,7 +124,7 @@ async def run(service: Service) -> None:
     health = None
     if service.health_port is not None:
         health = await asyncio.start_server(
-            lambda reader, writer: _serve_health(settings, reader, writer), "127.0.0.1", service.health_port
+            lambda reader, writer: _serve_health(settings, reader, writer), settings.health_host, service.health_port
         )
     try:
         for start in service.on_start:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     postgres_command_timeout_s: float = Field(default=5.0, gt=0, le=300)
     kafka_request_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Where /healthz and /metrics listen (services without an HTTP port of their own); 0.0.0.0 in a container.
+    health_host: str = "127.0.0.1"
     log_format: Literal["auto", "json", "console"] = "auto"
     # Exchange rates for authorizations in another currency than the wallet's: a JSON object such
     # as {"EUR/USD": "1.0852"} (one EUR buys 1.0852 USD). Without it such requests are declined
