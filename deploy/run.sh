@@ -18,7 +18,8 @@ export PURSESTRINGS_LOG_FORMAT="${PURSESTRINGS_LOG_FORMAT:-json}"
 stop_all() {
     trap - INT TERM EXIT
     for name in "${SERVICES[@]}"; do stop_pid "$RUN_DIR/$name.pid" "$name"; done
-    "$PURSESTRINGS_ROOT/deploy/infra.sh" down
+    # PURSESTRINGS_KEEP_INFRA=1 leaves Kafka and Postgres running (a test that runs this stack does).
+    [[ "${PURSESTRINGS_KEEP_INFRA:-0}" == "1" ]] || "$PURSESTRINGS_ROOT/deploy/infra.sh" down
     log "stopped"
 }
 
@@ -49,7 +50,8 @@ if [[ -z "${PURSESTRINGS_SLACK_BOT_TOKEN:-}" ]]; then
 fi
 "$PURSESTRINGS_PYTHON" -m services.cli migrate
 "$PURSESTRINGS_PYTHON" -m services.cli topics >/dev/null
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 
 for name in "${SERVICES[@]}"; do
@@ -83,6 +85,14 @@ $([[ -n "${SLACK_FILE:-}" ]] && echo "  Slack page  http://127.0.0.1:8084/   (th
 
 Ctrl-C stops everything (or run \`make stop\` from another terminal).
 EOF2
+
+# The demo (services/demo.py): the seeds' scenarios through the real webhook path, with a live view.
+# PURSESTRINGS_DEMO=0 skips it; PURSESTRINGS_DEMO=once plays the scenarios once and goes on waiting.
+case "${PURSESTRINGS_DEMO:-live}" in
+    0) ;;
+    once) "$PURSESTRINGS_PYTHON" -m services.demo --once || log "the demo failed; the services keep running" ;;
+    *) "$PURSESTRINGS_PYTHON" -m services.demo || log "the demo stopped; the services keep running (Ctrl-C stops them)" ;;
+esac
 
 # Wait until a service dies or we are told to stop (`make stop` leaves a marker first).
 rm -f "$RUN_DIR/stop-requested"
