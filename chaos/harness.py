@@ -63,7 +63,7 @@ class Config:
     report_every_s: float = 0.0  # a soak prints progress and memory this often (0: never)
     faults: tuple[str, ...] = (
         "kill_authorizer", "second_authorizer", "stall_authorizer", "kill_ledger", "kill_gateway",
-        "kill_notifier", "restart_postgres", "restart_kafka",
+        "kill_notifier", "restart_postgres", "restart_kafka", "zombie_authorizer",
     )  # fmt: skip
 
 
@@ -77,6 +77,7 @@ class Tally:
     rebalances: int = 0
     duplicates: int = 0
     stalls: int = 0
+    zombies: int = 0
     postgres_restarts: int = 0
     kafka_restarts: int = 0
     webhook_answers: dict[str, bool] = field(default_factory=dict)  # authorization id → approved

@@ -32,6 +32,7 @@ from services.platform.settings import Settings, load_settings
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 ROOT = Path(__file__).resolve().parent.parent
 _log = get_logger("chaos")
+ZOMBIE_PAUSE_S = 13  # past aiokafka's default group session timeout (10 s)
 _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
              "ledger_mismatches")  # fmt: skip
 
@@ -121,6 +122,19 @@ class Faults:
         else:
             self._processes.start("authorizer-2")
         self._tally.rebalances += 1
+
+    async def zombie_authorizer(self) -> None:
+        """A second instance runs; the first is paused past the group's session timeout, so its
+        partitions move to the second, then resumed: a zombie whose next commit must be fenced.
+        """
+        if "authorizer-2" not in self._processes.running:
+            self._processes.start("authorizer-2")
+            self._tally.rebalances += 1
+            await asyncio.sleep(4)
+        self._processes.signal("authorizer", signal.SIGSTOP)
+        await asyncio.sleep(ZOMBIE_PAUSE_S)
+        self._processes.signal("authorizer", signal.SIGCONT)
+        self._tally.zombies += 1
 
     async def stall_authorizer(self) -> None:
         """The authorizer freezes past the webhook deadline (a zombie for a moment), then resumes."""
@@ -269,6 +283,7 @@ def _summary(
         "rebalances": tally.rebalances,
         "duplicates": tally.duplicates,
         "stalls": tally.stalls,
+        "zombies": tally.zombies,
         "postgres_restarts": tally.postgres_restarts,
         "kafka_restarts": tally.kafka_restarts,
         "webhook_answers": len(tally.webhook_answers),
@@ -290,7 +305,7 @@ def _summary(
 
 def summary_line(summary: dict[str, Any]) -> str:
     """One line a human reads first; a failure names the seed that reproduces it."""
-    names = ("events", "kills", "restarts", "rebalances", "duplicates", "stalls", "postgres_restarts",
+    names = ("events", "kills", "restarts", "rebalances", "duplicates", "stalls", "zombies", "postgres_restarts",
              "kafka_restarts", *_FAILURES, "late_approvals_released")  # fmt: skip
     figures = " ".join(f"{name}={summary[name]}" for name in names)
     verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"

@@ -78,6 +78,7 @@ pursestrings is up.
   PostgreSQL  127.0.0.1:$PURSESTRINGS_PG_PORT   (URL in $PURSESTRINGS_ENV_FILE)
 $(for name in "${SERVICES[@]}"; do printf '  %-13s %s   (log: %s)\n' "$name" "${HEALTH_URL[$name]}" "$LOG_DIR/$name.log"; done)
 
+  Metrics     http://127.0.0.1:8080/metrics (gateway), :8081/metrics (authorizer), :8082/metrics (ledger), :8083/metrics (notifier)
   API docs    http://127.0.0.1:8080/docs   (admin key: \`PURSESTRINGS_ENV_FILE=$PURSESTRINGS_ENV_FILE .venv/bin/pursestrings keys create --scope admin\`)
   Webhooks    http://127.0.0.1:8080/webhooks/{stripe,lithic,generic}   (secrets: $SECRETS_FILE)
   Slack       ${PURSESTRINGS_SLACK_API_URL:-https://slack.com/api/}   (approvals post to Slack; clicks come back to http://127.0.0.1:8083/slack/interactivity)

@@ -242,3 +242,34 @@ async def test_a_request_nobody_decides_expires_with_its_window(kafka_topics: Se
         assert (await _request_row(pool))["state"] == "expired"
         updated = await _eventually(lambda: message["updates"] >= 1 and message)
         assert "Expired: nobody decided" in _texts(updated)
+
+
+async def test_a_raise_above_the_maximum_is_refused_and_slack_5xx_are_retried(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """The wallet's maximum is $12: Approve (+$5 on $10) is refused in Slack and nothing changes; a
+    500 from Slack on the post is retried with backoff and the message arrives.
+    """
+    async with running_authorizer(kafka_topics, pool), running_notifier_with_slack(kafka_topics, pool) as loop:
+        loop.workspace.faults["chat.postMessage"] = Fault(status=500, count=1)
+        now = datetime.now(UTC)
+        fields = command_fields(now) | {"wallet_id": "wal_max"}
+        await apply_commands(kafka_topics, [
+            CreateWallet(**fields, caps=WalletCaps(rolling_24h=usd(1_000)), approvers=(APPROVER,), raise_step=usd(500),
+                         max_raise=usd(1_200)),
+            CreateCard(**command_fields(now) | {"wallet_id": "wal_max"}, card_id="card_max", issuer=Issuer.STRIPE,
+                       issuer_card_token="ic_max", last4="4242"),
+        ])  # fmt: skip
+        await _decide(kafka_topics, _requests("wal_max", "card_max", [600, 600], "max"))
+        (message,) = await _eventually(lambda: _messages(loop))
+        assert [c["status"] for c in loop.workspace.calls if c["method"] == "chat.postMessage"] == [500, 200]
+        button = {"channel": message["channel"], "ts": message["ts"], "action_id": "approve", "user": APPROVER}
+        async with httpx.AsyncClient(timeout=10) as client:
+            clicked = await client.post(f"{loop.standin_url}/_standin/click", json=button)
+        assert clicked.json()["status"] == 200
+        refusal = await _eventually(lambda: [e for e in loop.workspace.ephemerals if "maximum" in e["text"]])
+        assert refusal[0]["user"] == APPROVER
+        row = await pool.fetchrow("SELECT state FROM notifier.requests WHERE wallet_id = 'wal_max'")
+        assert row["state"] == "pending"
+        outcome = await pool.fetchval("SELECT outcome FROM notifier.clicks WHERE user_id = $1", APPROVER)
+        assert outcome == "refused_above_maximum"
