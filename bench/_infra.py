@@ -42,7 +42,7 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[list
                 subprocess.run(["pkill", "-TERM", "-P", str(process.pid)], check=False)  # noqa: S603, S607 - procps, fixed arguments
             else:
                 process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+            process.wait(timeout=180)  # an overloaded gateway has expiries to publish before it stops
             output.seek(0)
             lines += output.read().decode(errors="replace").splitlines()
 

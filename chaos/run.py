@@ -145,21 +145,21 @@ class Faults:
 
     async def restart_kafka(self) -> None:
         """The Kafka broker stops and starts again under everything (clients must reconnect)."""
-        script = str(ROOT / "deploy" / "kafka" / "kafka.sh")
-        for step in ("down", "up"):
-            process = await asyncio.create_subprocess_exec(script, step, stdout=asyncio.subprocess.DEVNULL,
-                                                           stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
-            await process.wait()
+        await _down_and_up(ROOT / "deploy" / "kafka" / "kafka.sh")
         self._tally.kafka_restarts += 1
 
     async def restart_postgres(self) -> None:
         """Postgres stops and starts again under the running services."""
-        script = str(ROOT / "deploy" / "postgres" / "postgres.sh")
-        for step in ("down", "up"):
-            process = await asyncio.create_subprocess_exec(script, step, stdout=asyncio.subprocess.DEVNULL,
-                                                           stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
-            await process.wait()
+        await _down_and_up(ROOT / "deploy" / "postgres" / "postgres.sh")
         self._tally.postgres_restarts += 1
+
+
+async def _down_and_up(script: Path) -> None:
+    """`script down` then `script up` (the deploy/ scripts wait for readiness)."""
+    for step in ("down", "up"):
+        process = await asyncio.create_subprocess_exec(str(script), step, stdout=asyncio.subprocess.DEVNULL,
+                                                       stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+        await process.wait()
 
 
 async def _quiet_end(settings: Settings, workload: Workload, processes: Processes, tally: Tally) -> None:

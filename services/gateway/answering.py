@@ -131,10 +131,19 @@ class Answering:
         self._pending_work.add(task)
         task.add_done_callback(self._pending_work.discard)
 
-    async def close(self) -> None:
-        """Finish what was left for after an answer (expiries and records of late declines)."""
-        if self._pending_work:
-            await asyncio.gather(*self._pending_work, return_exceptions=True)
+    async def close(self, timeout_s: float = 20.0) -> None:
+        """Finish what was left for after an answer (expiries and records of late declines), for at
+        most `timeout_s`: a stop must end. What is cut short is logged; an expiry not published leaves
+        a late approval's hold to age out (7 days by default) rather than be released at once.
+        """
+        if not self._pending_work:
+            return
+        pending = list(self._pending_work)
+        done, unfinished = await asyncio.wait(pending, timeout=timeout_s)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            _log.error("shutdown_work_cut_short", unfinished=len(unfinished), finished=len(done))
 
     async def _after_deadline(self, ask: Ask, attempt: _Attempt) -> None:
         """The answer was decline: release a late approval's hold, and record what was answered."""

@@ -26,6 +26,7 @@ def build(settings: Settings, _health_port: int = DEFAULT_HEALTH_PORT) -> Servic
         http="httptools",
         log_config=None,
         access_log=False,
+        timeout_graceful_shutdown=10,  # requests in flight end by their deadline anyway; a stop must end
     )
     server = uvicorn.Server(config)
     serving: dict[str, asyncio.Task[None]] = {}

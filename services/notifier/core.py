@@ -14,25 +14,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.common import CapKind
-from schemas.registry import InvalidMessage, parse, serialize
-from schemas.topics import Topic, message_key, topic_name
+from schemas.registry import serialize
+from schemas.topics import Topic, topic_name
 from schemas.wallet import CapRaised, CardCreated, CommandRejected, RaiseCap, WalletCreated
 from services.notifier import messages, store
 from services.notifier.metrics import CLICKS, DECIDED, DECLINES_FOLDED, REQUESTS_OPENED, TIME_TO_DECISION
 from services.notifier.requests import WalletInfo, draft, may_decide, raise_command
-from services.platform.kafka import create_consumer, create_producer
+from services.platform.consuming import IdempotentConsumer, Record
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
 
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 INPUT_TOPICS = (Topic.WALLET_EVENTS, Topic.AUTH_DECISIONS)
 BATCH_MAX_RECORDS = 500
 RESEND_APPROVALS_AFTER_S = 15
@@ -60,56 +56,26 @@ class Notifier:
         self._settings = settings
         self._pool = pool
         self._clock = clock
-        prefix = settings.topic_prefix
-        self._group = f"{prefix}.notifier" if prefix else "pursestrings-notifier"
-        self._topics = {topic_name(topic, prefix): topic for topic in INPUT_TOPICS}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._kafka = IdempotentConsumer(settings, "notifier", INPUT_TOPICS, BATCH_MAX_RECORDS)
         self.owed = asyncio.Event()  # set when a Slack call was added to the outbox
-        self._letters: list[asyncio.Future[Any]] = []  # dead letters sent, not yet acknowledged
 
     async def start(self) -> None:
         """Start the producer and join the group."""
-        self._producer = create_producer(self._settings)
-        await self._producer.start()
-        self._consumer = create_consumer(
-            self._settings, list(self._topics), self._group, max_poll_records=BATCH_MAX_RECORDS
-        )
-        await self._consumer.start()
+        await self._kafka.start()
 
     async def stop(self) -> None:
         """Leave the group and stop the producer."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+        await self._kafka.stop()
 
     # ───────────────────────────── consuming ─────────────────────────────
 
     async def run(self) -> None:
         """Consume until cancelled."""
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - start() runs first
-        while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX_RECORDS)
-            records = [record for partition_records in batches.values() for record in partition_records]
-            if records:
-                try:
-                    await self.handle(records)
-                except (OSError, asyncpg.PostgresError) as error:
-                    # Postgres unreachable: nothing of the batch took effect; read it again shortly.
-                    _log.error("notifier_batch_failed", error=str(error)[:300], records=len(records))
-                    for tp, partition_records in batches.items():
-                        consumer.seek(tp, partition_records[0].offset)
-                    await asyncio.sleep(1)
-                    continue
-                letters, self._letters = self._letters, []
-                await asyncio.gather(*letters)  # dead letters reach Kafka before their offsets are committed
-                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+        await self._kafka.run(self.handle)
 
     async def handle(self, records: Sequence[Record]) -> None:
         """One batch in one transaction; wallet events first, so a wallet created in the batch is known."""
-        parsed = [message for record in records if (message := await self._parse(record)) is not None]
+        parsed = [found[1] for record in records if (found := await self._kafka.parse(record)) is not None]
         parsed.sort(key=lambda message: 0 if not isinstance(message, AuthorizationDecided) else 1)
         owed = False
         async with self._pool.acquire() as connection, connection.transaction():
@@ -117,17 +83,6 @@ class Notifier:
                 owed = await self._apply(connection, message) or owed
         if owed:
             self.owed.set()
-
-    async def _parse(self, record: Record) -> object | None:
-        topic = self._topics[record.topic]
-        try:
-            message = parse(topic, record.value or b"")
-            if record.key != message_key(message):
-                raise InvalidMessage.because(topic, f"key {record.key!r} is not the wallet id {message.wallet_id!r}")
-        except InvalidMessage as error:
-            await self._dead_letter(record, topic, error)
-            return None
-        return message
 
     async def _apply(self, connection: store.Connection, message: object) -> bool:
         """Apply one message; True when a Slack call became owed."""
@@ -175,23 +130,6 @@ class Notifier:
         _log.info("approval_applied" if outcome == "approved" else "approval_rejected",
                   request_id=str(request_id), wallet_id=row["wallet_id"], note=note)  # fmt: skip
         return True
-
-    async def _dead_letter(self, record: Record, topic: Topic, error: InvalidMessage) -> None:
-        producer = self._producer
-        assert producer is not None  # noqa: S101 - start() runs first
-        payload = {
-            "error": str(error),
-            "errors": json.loads(json.dumps(error.errors, default=str)),
-            "consumer": "notifier",
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": (record.key or b"").decode("utf-8", errors="replace"),
-            "value": (record.value or b"").decode("utf-8", errors="replace"),
-        }
-        dead_letter = topic_name(topic, self._settings.topic_prefix, dead_letter=True)
-        self._letters.append(await producer.send(dead_letter, json.dumps(payload).encode(), key=record.key))
-        _log.warning("message_dead_lettered", topic=record.topic, offset=record.offset, error=str(error)[:300])
 
     # ───────────────────────────── clicks ─────────────────────────────
 
@@ -254,11 +192,11 @@ class Notifier:
         await store.owe(connection, row["request_id"], "chat.postEphemeral", {"user": click.user_id, "text": text})
 
     async def _send_raise(self, command: bytes) -> None:
-        producer = self._producer
+        producer = self._kafka.producer
         assert producer is not None  # noqa: S101 - start() runs first
         wallet_id = json.loads(command)["wallet_id"]
         await producer.send_and_wait(
-            topic_name(Topic.WALLET_COMMANDS, self._settings.topic_prefix), command, key=wallet_id.encode()
+            topic_name(Topic.WALLET_COMMANDS, self._kafka.settings.topic_prefix), command, key=wallet_id.encode()
         )
 
     # ───────────────────────────── sweep ─────────────────────────────

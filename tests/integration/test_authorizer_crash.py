@@ -5,10 +5,8 @@ decision (repeats are identical), the cap is exact, and no hold is doubled or lo
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,28 +21,15 @@ from schemas.topics import Topic
 from schemas.wallet import CreateCard, CreateWallet
 from services.platform.settings import Settings
 from tests.support.builders import CARD, WALLET, command_fields, request, usd
-from tests.support.infra import ROOT
 from tests.support.kafka_io import Collector, apply_commands, publish
+from tests.support.processes import service_env, start
 
 REQUESTS = 1_000
 CAP_MINOR = 60_000  # $600.00 of $1.00 requests: 600 approvals
 
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
-        "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
-        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-        "PURSESTRINGS_AUTHORIZER_HEALTH_PORT": "0",
-        "PURSESTRINGS_LOG_FORMAT": "json",
-    }
-    env.pop("PURSESTRINGS_ENV_FILE", None)
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.authorizer"], cwd=ROOT, env=env, stdout=output, stderr=output
-        )
+    return start("services.authorizer", service_env(settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"), log)
 
 
 @pytest.mark.slow

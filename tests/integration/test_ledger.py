@@ -6,10 +6,8 @@ notices tampering), the reader role reads views only, and a kill -9 loses and do
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,8 +31,8 @@ from services.ledger.consumer import Ledger
 from services.ledger.store import export_csv, reconcile
 from services.platform.settings import Settings
 from tests.support.builders import cleared, command_fields, force_post, refund, request, reversed_, usd
-from tests.support.infra import ROOT
 from tests.support.kafka_io import Collector, apply_commands, publish
+from tests.support.processes import service_env, start
 from tests.support.samples import MERCHANT
 from tests.support.services import running_authorizer
 
@@ -322,19 +320,7 @@ def _decision(index: int, now: datetime) -> AuthorizationDecided:
 
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
-        "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
-        "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-        "PURSESTRINGS_LEDGER_HEALTH_PORT": "0",
-        "PURSESTRINGS_LOG_FORMAT": "json",
-    }
-    env.pop("PURSESTRINGS_ENV_FILE", None)
-    with log.open("ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "services.ledger"], cwd=ROOT, env=env, stdout=output,
-                                stderr=output)  # fmt: skip
+    return start("services.ledger", service_env(settings, PURSESTRINGS_LEDGER_HEALTH_PORT="0"), log)
 
 
 @pytest.mark.slow
