@@ -148,6 +148,7 @@ class Authorizer:
         """Release holds past their expiry on wallets of our partitions, through the usual commit."""
         now = self._clock()
         await self._store.forget_old_postings(now)
+        await self._store.forget_published(now)
         due = [(self._partition_of(w), w) for w in await self._store.wallets_with_expired_holds(now)]
         wallet_ids = [wallet_id for tp, wallet_id in due if tp in self._epochs]
         if not wallet_ids:

@@ -28,6 +28,8 @@ _STATE = TypeAdapter(WalletState)
 # Postings are loaded this far past the rolling window, so a clock a little behind the loading
 # instance's still sees every posting it needs; the first decision prunes the rest.
 _POSTINGS_MARGIN = timedelta(hours=1)
+# Published outbox rows are kept this long (for replays and investigations), then deleted.
+OUTBOX_RETENTION = timedelta(days=2)
 
 
 class Fenced(RuntimeError):
@@ -226,6 +228,13 @@ class Store:
         """Delete postings no rolling window can need any more; return how many."""
         result = await self._pool.execute(
             "DELETE FROM authorizer.postings WHERE at <= $1", now - ROLLING_WINDOW - 2 * _POSTINGS_MARGIN
+        )
+        return int(result.split()[-1])
+
+    async def forget_published(self, now: datetime, keep: timedelta = OUTBOX_RETENTION) -> int:
+        """Delete outbox rows published more than `keep` ago (decisions stay in authorizer.decisions)."""
+        result = await self._pool.execute(
+            "DELETE FROM authorizer.outbox WHERE published_at IS NOT NULL AND published_at < $1", now - keep
         )
         return int(result.split()[-1])
 

@@ -46,3 +46,16 @@ async def test_a_wallet_reads_back_as_it_was_written(pool: asyncpg.Pool) -> None
         [("a2", 1_500)],
         _without_memory_only(second),
     )
+
+
+async def test_published_outbox_rows_are_forgotten_after_the_retention(pool: asyncpg.Pool) -> None:
+    """Published rows older than the retention go; recent and unpublished rows stay (for the relay)."""
+    store = Store(pool, "group-outbox")
+    await pool.execute(
+        """INSERT INTO authorizer.outbox (topic, message_key, payload, published_at) VALUES
+           ('t', 'w', 'old', $1), ('t', 'w', 'recent', $2), ('t', 'w', 'unsent', NULL)""",
+        NOW - timedelta(days=3), NOW - timedelta(hours=1),
+    )  # fmt: skip
+    assert await store.forget_published(NOW) == 1
+    rows = await pool.fetch("SELECT payload FROM authorizer.outbox ORDER BY outbox_id")
+    assert [row["payload"] for row in rows] == ["recent", "unsent"]
