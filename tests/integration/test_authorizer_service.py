@@ -5,7 +5,6 @@ idempotent, fenced, and bad messages dead-lettered while processing goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections import Counter
@@ -26,27 +25,17 @@ from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
 from tests.support.builders import CARD, WALLET, cleared, command_fields, request, usd
 from tests.support.kafka_io import Collector, apply_commands, publish, publish_raw
+from tests.support.services import running_authorizer
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _running(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
-    authorizer = Authorizer(settings, pool)
-    await authorizer.start()
-    task = asyncio.create_task(authorizer.run())
-    try:
-        yield authorizer
-    finally:
-        task.cancel()
-        await authorizer.stop()
-
-
 @pytest.fixture
 async def authorizer(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
     """One authorizer instance running in the test's event loop."""
-    async for running in _running(kafka_topics, pool):
+    async with running_authorizer(kafka_topics, pool) as running:
         yield running
 
 
@@ -202,7 +191,7 @@ async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics:
             CreateCard(**fields | {"command_id": uuid.uuid4()}, card_id=CARD, issuer=Issuer.STRIPE,
                        issuer_card_token=f"ic_{wallet_id}", last4="4242"),
         ]  # fmt: skip
-    async with _first_of(_running(kafka_topics, pool)):
+    async with running_authorizer(kafka_topics, pool):
         await apply_commands(kafka_topics, commands)
         now = _now()
         flood = [
@@ -214,7 +203,7 @@ async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics:
         ]
         async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
             await publish(kafka_topics, Topic.AUTH_REQUESTS, flood[:2_000])
-            async with _first_of(_running(kafka_topics, pool)):
+            async with running_authorizer(kafka_topics, pool):
                 await publish(kafka_topics, Topic.AUTH_REQUESTS, flood[2_000:])
                 items = await decisions.wait_for(
                     lambda items: len({d.issuer_authorization_id for d in items}) >= len(flood), timeout_s=120
@@ -222,16 +211,6 @@ async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics:
     first = {d.issuer_authorization_id: d for d in items}
     approved = Counter(d.wallet_id for d in first.values() if d.approved)
     assert approved == dict.fromkeys(wallets, 700)
-
-
-@contextlib.asynccontextmanager
-async def _first_of(running: AsyncIterator[Authorizer]) -> AsyncIterator[Authorizer]:
-    """Use an async-generator fixture body as a context manager."""
-    instance = await anext(running)
-    try:
-        yield instance
-    finally:
-        await running.aclose()  # type: ignore[attr-defined]
 
 
 async def test_holds_of_an_idle_wallet_expire_without_any_new_message(

@@ -21,6 +21,7 @@ from services.notifier.core import Notifier
 from services.platform.settings import Settings
 from tests.support.kafka_io import Collector, publish, publish_raw
 from tests.support.samples import samples
+from tests.support.services import consuming
 
 pytestmark = pytest.mark.slow
 SEED = 20261123
@@ -52,17 +53,8 @@ def _malformed(topic: Topic, rng: random.Random) -> list[tuple[bytes, bytes]]:
 @pytest.fixture
 async def consumers(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[None]:
     """The ledger and the notifier, consuming in the test's event loop."""
-    ledger, notifier = Ledger(kafka_topics, pool), Notifier(kafka_topics, pool)
-    await ledger.start()
-    await notifier.start()
-    tasks = [asyncio.create_task(ledger.run()), asyncio.create_task(notifier.run())]
-    try:
+    async with consuming(Ledger(kafka_topics, pool), Notifier(kafka_topics, pool)):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await ledger.stop()
-        await notifier.stop()
 
 
 @pytest.mark.usefixtures("consumers")

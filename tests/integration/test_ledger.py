@@ -34,7 +34,7 @@ from tests.support.builders import cleared, command_fields, force_post, refund, 
 from tests.support.kafka_io import Collector, apply_commands, publish
 from tests.support.processes import service_env, start
 from tests.support.samples import MERCHANT
-from tests.support.services import running_authorizer
+from tests.support.services import consuming, running_authorizer
 
 W1, W2 = "wal_ledger_1", "wal_ledger_2"
 
@@ -43,13 +43,8 @@ W1, W2 = "wal_ledger_1", "wal_ledger_2"
 async def ledger(kafka_topics: Settings, pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
     """One ledger instance consuming in the test's event loop."""
     running = Ledger(kafka_topics, pool)
-    await running.start()
-    task = asyncio.create_task(running.run())
-    try:
+    async with consuming(running):
         yield running
-    finally:
-        task.cancel()
-        await running.stop()
 
 
 def _in(wallet_id: str, message: Any, **changes: Any) -> Any:

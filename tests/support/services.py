@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -30,17 +30,35 @@ LITHIC_SECRET = "whsec_bGl0aGljLXRlc3Qtc2VjcmV0"  # noqa: S105
 GENERIC_SECRET = "generic-test-secret"  # noqa: S105
 
 
+class Consumer(Protocol):
+    """What runs in a test's event loop: the authorizer, the ledger, the notifier."""
+
+    async def start(self) -> None: ...  # noqa: D102
+    async def run(self) -> None: ...  # noqa: D102
+    async def stop(self) -> None: ...  # noqa: D102
+
+
+@asynccontextmanager
+async def consuming(*consumers: Consumer) -> AsyncIterator[None]:
+    """Start each, run each in the background until the block ends, then stop each."""
+    for consumer in consumers:
+        await consumer.start()
+    tasks = [asyncio.create_task(consumer.run()) for consumer in consumers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for consumer in consumers:
+            await consumer.stop()
+
+
 @asynccontextmanager
 async def running_authorizer(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
     """An authorizer consuming until the block ends."""
     running = Authorizer(settings, pool)
-    await running.start()
-    task = asyncio.create_task(running.run())
-    try:
+    async with consuming(running):
         yield running
-    finally:
-        task.cancel()
-        await running.stop()
 
 
 def gateway_settings(settings: Settings, deadline_ms: int = 1_000) -> Settings:
@@ -124,16 +142,14 @@ async def running_notifier_with_slack(settings: Settings, pool: asyncpg.Pool) ->
     notifier_url = f"http://127.0.0.1:{settings.notifier_port}"
     workspace = Workspace(f"{notifier_url}/slack/interactivity", SLACK_SIGNING_SECRET, SLACK_TOKEN)
     notifier = Notifier(settings, pool)
-    await notifier.start()
     client = web_client(SLACK_TOKEN, settings.slack_api_url, 5)
-    tasks = [asyncio.create_task(notifier.run()), asyncio.create_task(delivery_loop(pool, client, notifier.owed))]
-    try:
-        async with (
-            serving(create_standin(workspace), standin_port),
-            serving(create_notifier_app(settings, lambda: notifier), settings.notifier_port),
-        ):
-            yield SlackLoop(settings, notifier, workspace, f"http://127.0.0.1:{standin_port}", notifier_url)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await notifier.stop()
+    async with consuming(notifier):
+        delivering = asyncio.create_task(delivery_loop(pool, client, notifier.owed))
+        try:
+            async with (
+                serving(create_standin(workspace), standin_port),
+                serving(create_notifier_app(settings, lambda: notifier), settings.notifier_port),
+            ):
+                yield SlackLoop(settings, notifier, workspace, f"http://127.0.0.1:{standin_port}", notifier_url)
+        finally:
+            delivering.cancel()
