@@ -14,7 +14,6 @@ from datetime import timedelta
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr, ValidationError
 
 from schemas.common import Issuer
@@ -38,8 +37,8 @@ from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, Signature
 from services.platform.kafka import create_broker
 from services.platform.logging import get_logger
 from services.platform.postgres import create_pool
-from services.platform.service import health_report
 from services.platform.settings import Settings
+from services.platform.web import health_routes
 
 _log = get_logger("gateway.http")
 
@@ -182,14 +181,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
 
     app = FastAPI(title="pursestrings gateway", version="1", lifespan=lifespan)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        status, body = await health_report(settings)
-        return Response(body, status_code=status, media_type="application/json")
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    app.router.routes.extend(health_routes(settings))
 
     @app.exception_handler(HTTPException)
     async def flat_errors(_: Request, error: HTTPException) -> Response:

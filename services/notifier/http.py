@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -26,8 +25,8 @@ from starlette.routing import Route
 from services.notifier.core import Click, Notifier, Replayed
 from services.notifier.metrics import CLICKS
 from services.platform.logging import get_logger
-from services.platform.service import health_report
 from services.platform.settings import Settings
+from services.platform.web import health_routes
 
 INTERACTIVITY_PATH = "/slack/interactivity"
 _WINDOW_S = 5 * 60
@@ -59,18 +58,10 @@ def create_app(settings: Settings, notifier: Callable[[], Notifier | None]) -> S
             return _error(503, "starting", "the notifier is starting; Slack will retry")
         return Response(status_code=200, background=BackgroundTask(_decide_all, running, clicks))
 
-    async def healthz(_: Request) -> Response:
-        status, body = await health_report(settings)
-        return Response(body, status_code=status, media_type="application/json")
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     return Starlette(
         routes=[
             Route(INTERACTIVITY_PATH, interactivity, methods=["POST"]),
-            Route("/healthz", healthz),
-            Route("/metrics", metrics),
+            *health_routes(settings),
         ]
     )
 

@@ -12,7 +12,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import uvloop
@@ -22,6 +22,7 @@ from services.platform.health import check_kafka, check_postgres
 from services.platform.kafka import ensure_topics, project_topics
 from services.platform.logging import configure_logging, get_logger
 from services.platform.migrations import apply_migrations
+from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
 
 _HEALTH_READ_TIMEOUT_S = 5
@@ -38,6 +39,43 @@ class Service:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running work (a consumer loop); if one ends or fails, the process stops with it.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+class Component(Protocol):
+    """A service's work over a Postgres pool: started, run until cancelled, stopped."""
+
+    async def start(self) -> None: ...  # noqa: D102
+    async def run(self) -> None: ...  # noqa: D102
+    async def stop(self) -> None: ...  # noqa: D102
+
+
+def pooled_service(
+    name: str, settings: Settings, health_port: int | None, make: Callable[[asyncpg.Pool], Component]
+) -> Service:
+    """A Service whose start makes a pool and `make(pool)`, runs it in the background, and whose stop
+    stops it and closes the pool (the authorizer, the ledger).
+    """
+    service = Service(name=name, settings=settings, health_port=health_port)
+    parts: dict[str, Any] = {}
+
+    async def start() -> None:
+        parts["pool"] = await create_pool(settings)
+        parts["component"] = make(parts["pool"])
+        await parts["component"].start()
+
+    async def run() -> None:
+        await parts["component"].run()
+
+    async def stop() -> None:
+        if "component" in parts:
+            await parts["component"].stop()
+        if "pool" in parts:
+            await parts["pool"].close()
+
+    service.on_start.append(start)
+    service.background.append(run)
+    service.on_stop.append(stop)
+    return service
 
 
 async def prepare_dependencies(settings: Settings) -> None:
