@@ -19,7 +19,7 @@ from schemas.authorizations import AuthorizationDecided
 from schemas.topics import Topic
 from schemas.wallet import CardCreated, MoneyMoved, WalletCreated
 from services.ledger.journal import Card, Entry, Wallet, issuer_report, journal
-from services.ledger.store import Batch, Written, report_payload, write_batch
+from services.ledger.store import Batch, Written, write_batch
 from services.platform.consuming import IdempotentConsumer, Record
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
@@ -80,7 +80,7 @@ class Ledger:
             return
         topic, message = parsed
         if topic is Topic.ISSUER_EVENTS:
-            payload = report_payload(record.value or b"")
+            payload = (record.value or b"").decode()  # as received: it parsed, so it is JSON (jsonb takes text)
             batch.reports.append(issuer_report(message) | {"payload": payload})  # type: ignore[arg-type]
             return
         if not isinstance(message, AuthorizationDecided | MoneyMoved | WalletCreated | CardCreated):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,11 +134,6 @@ def _posting_columns(legs: Sequence[tuple[Entry, Any]]) -> list[list[Any]]:
         for e, leg in legs
     ]  # fmt: skip
     return [list(column) for column in zip(*rows, strict=True)]
-
-
-def report_payload(raw: bytes) -> str:
-    """The issuer event as received, for the jsonb column (asyncpg takes jsonb as text)."""
-    return json.dumps(json.loads(raw))
 
 
 # ───────────────────────────── reconciliation ─────────────────────────────

@@ -103,6 +103,9 @@ class Notifier:
         proposed = draft(decision, wallet, self._settings.slack_default_channel)
         if proposed is None:
             return False
+        if await store.fold_decline(connection, proposed):
+            DECLINES_FOLDED.inc()  # an agent retrying: no context to gather, no message to render
+            return False
         context = await store.cost_context(connection, proposed, wallet)
         text, blocks = messages.ask(context)
         opened = await store.open_request(

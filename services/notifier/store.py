@@ -122,9 +122,21 @@ def context_from_json(raw: str) -> Context:
     return Context(**fields)
 
 
+async def fold_decline(connection: Connection, draft: Draft) -> bool:
+    """Count a decline into the request already open (or denied) in its window; False when none is."""
+    folded = await connection.fetchval(
+        """UPDATE notifier.requests SET declines_seen = declines_seen + 1
+           WHERE wallet_id = $1 AND cap = $2 AND scope_id = $3 AND window_key = $4
+             AND state IN ('pending', 'approving', 'denied')
+           RETURNING 1""",
+        draft.wallet_id, draft.cap.value, draft.scope_id, draft.window_key,
+    )  # fmt: skip
+    return folded is not None
+
+
 async def open_request(connection: Connection, draft: Draft, context: Context, ask: dict[str, Any]) -> bool:
     """Open the request and owe its Slack message; False when one is already open (or denied) in the
-    window, whose count of declines goes up instead.
+    window (opened meanwhile by another instance), whose count of declines goes up instead.
     """
     opened = await connection.fetchval(
         """INSERT INTO notifier.requests (request_id, wallet_id, cap, scope_id, window_key, window_ends_at, state,
@@ -138,12 +150,7 @@ async def open_request(connection: Connection, draft: Draft, context: Context, a
         draft.channel, context_json(context),
     )  # fmt: skip
     if opened is None:
-        await connection.execute(
-            """UPDATE notifier.requests SET declines_seen = declines_seen + 1
-               WHERE wallet_id = $1 AND cap = $2 AND scope_id = $3 AND window_key = $4
-                 AND state IN ('pending', 'approving', 'denied')""",
-            draft.wallet_id, draft.cap.value, draft.scope_id, draft.window_key,
-        )  # fmt: skip
+        await fold_decline(connection, draft)
         return False
     await owe(connection, draft.request_id, "chat.postMessage", ask)
     return True
