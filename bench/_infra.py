@@ -48,13 +48,13 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[list
 
 
 @asynccontextmanager
-async def fresh_database(base: Settings) -> AsyncIterator[Settings]:
+async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[Settings]:
     """A new database for this run (so no earlier run's decisions answer this one's requests).
 
     At the end the database is dropped and the run's topics (named with its prefix) deleted.
     """
     url = base.database_url.get_secret_value()
-    name = f"pursestrings_bench_{uuid.uuid4().hex[:8]}"
+    name = f"pursestrings_{label}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(dsn=url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))

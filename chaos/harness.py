@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,8 +37,8 @@ from services.gateway.simulator import sign_for_stripe, stripe_authorization_req
 from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
+from tests.support.processes import service_env, start
 
-ROOT = Path(__file__).resolve().parent.parent
 STRIPE_SECRET = "whsec_chaos"  # noqa: S105 - a local test secret
 MERCHANTS = (
     Merchant(name="OpenAI API", mcc="5734", network_id="openai", country="US"),
@@ -94,31 +92,22 @@ class Processes:
     def __init__(self, settings: Settings, logs: Path, gateway_port: int, deadline_ms: int) -> None:
         self._logs = logs
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
-        self._env = {
-            **os.environ,
-            "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
-            "PURSESTRINGS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
-            "PURSESTRINGS_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-            "PURSESTRINGS_LOG_FORMAT": "json",
-            "PURSESTRINGS_LOG_LEVEL": "info",
-            "PURSESTRINGS_GATEWAY_PORT": str(gateway_port),
-            "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-            "PURSESTRINGS_AUTH_DEADLINE_MS": str(deadline_ms),
-            "PURSESTRINGS_NOTIFIER_PORT": "0",
-            "PURSESTRINGS_AUTHORIZER_HEALTH_PORT": "0",
-            "PURSESTRINGS_LEDGER_HEALTH_PORT": "0",
-        }
-        self._env.pop("PURSESTRINGS_ENV_FILE", None)
+        self._env = service_env(
+            settings,
+            PURSESTRINGS_LOG_LEVEL="info",
+            PURSESTRINGS_GATEWAY_PORT=str(gateway_port),
+            PURSESTRINGS_STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
+            PURSESTRINGS_AUTH_DEADLINE_MS=str(deadline_ms),
+            PURSESTRINGS_NOTIFIER_PORT="0",
+            PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0",
+            PURSESTRINGS_LEDGER_HEALTH_PORT="0",
+        )
         self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
         """Start (or restart) `name`: authorizer, authorizer-2, ledger, gateway or notifier."""
         module = "services." + name.split("-", maxsplit=1)[0]
-        with (self._logs / f"{name}.log").open("ab") as output:
-            self.running[name] = subprocess.Popen(  # noqa: S603 - our own modules
-                [sys.executable, "-m", module], cwd=ROOT, env=self._env, stdout=output, stderr=output
-            )
+        self.running[name] = start(module, self._env, self._logs / f"{name}.log")
 
     def signal(self, name: str, number: int) -> None:
         """Send a signal to `name` if it runs."""

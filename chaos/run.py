@@ -16,61 +16,22 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from pydantic import SecretStr
 
+from bench._infra import fresh_database
 from chaos.harness import Config, Processes, Tally, Workload, follow_decisions, prepare, wait_for
 from chaos.oracle import Verdict, judge, read_topic
 from schemas.topics import Topic
-from services.platform.kafka import delete_topics_with_prefix
 from services.platform.logging import get_logger
-from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings, load_settings
+from tests.support.infra import ROOT, free_port
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-ROOT = Path(__file__).resolve().parent.parent
 _log = get_logger("chaos")
 ZOMBIE_PAUSE_S = 13  # past aiokafka's default group session timeout (10 s)
 _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
              "ledger_mismatches")  # fmt: skip
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415 - only here
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _fresh(base: Settings) -> Settings:
-    url = base.database_url.get_secret_value()
-    name = f"pursestrings_chaos_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn=url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    connection = await asyncpg.connect(dsn=fresh)
-    try:
-        await apply_migrations(connection)
-    finally:
-        await connection.close()
-    return base.model_copy(update={"database_url": SecretStr(fresh), "topic_prefix": f"chaos-{uuid.uuid4().hex[:8]}",
-                                   "kafka_partitions": 6})  # fmt: skip
-
-
-async def _drop(base: Settings, settings: Settings) -> None:
-    admin = await asyncpg.connect(dsn=base.database_url.get_secret_value())
-    try:
-        name = urlsplit(settings.database_url.get_secret_value()).path.lstrip("/")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
 
 class Faults:
@@ -207,11 +168,17 @@ async def run(config: Config, base: Settings | None = None, results: Path = RESU
     chaos/results/latest.json.
     """
     base = base or load_settings("pursestrings-chaos")
-    settings = await _fresh(base)
+    scratch = base.model_copy(update={"topic_prefix": f"chaos-{uuid.uuid4().hex[:8]}", "kafka_partitions": 6})
+    # Its own database and topics, dropped and deleted at the end (the logs stay, named in the summary).
+    async with fresh_database(scratch, "chaos") as settings:
+        return await _storm(config, settings, results)
+
+
+async def _storm(config: Config, settings: Settings, results: Path) -> dict[str, Any]:
     await prepare(settings)
     rng, tally = random.Random(config.seed), Tally()
     logs = Path(tempfile.mkdtemp(prefix=f"chaos-{config.seed}-"))
-    processes = Processes(settings, logs, _free_port(), config.deadline_ms)
+    processes = Processes(settings, logs, free_port(), config.deadline_ms)
     started = time.monotonic()
     try:
         for name in ("authorizer", "ledger", "notifier", "gateway"):
@@ -242,9 +209,7 @@ async def run(config: Config, base: Settings | None = None, results: Path = RESU
         tally.phases["oracle_s"] = round(time.monotonic() - phase, 1)
     finally:
         processes.stop_all()
-    summary = _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results)
-    await _drop(base, settings)
-    return summary
+    return _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results)
 
 
 def rss_mb(pid: int) -> float | None:
