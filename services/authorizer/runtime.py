@@ -36,6 +36,7 @@ from services.authorizer.decide import derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
 from services.authorizer.store import BatchEffects, Fenced, OutboxRow, Store
+from services.platform.consuming import dead_letter_payload
 from services.platform.kafka import create_consumer, create_producer
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
@@ -337,15 +338,7 @@ class Authorizer:
 
     def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage) -> None:
         """Bad input goes to the topic's dead-letter twin with the error; the consumer goes on."""
-        payload = {
-            "error": str(error),
-            "errors": json.loads(json.dumps(error.errors, default=str)),
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": (record.key or b"").decode("utf-8", errors="replace"),
-            "value": (record.value or b"").decode("utf-8", errors="replace"),
-        }
+        payload = dead_letter_payload(record, error)
         topic = topic_name(self._topics[record.topic], self._settings.topic_prefix, dead_letter=True)
         metrics.DEAD_LETTERS.labels(self._topics[record.topic].value).inc()
         key = (record.key or b"").decode("utf-8", errors="replace")

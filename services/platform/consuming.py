@@ -27,6 +27,19 @@ Handler = Callable[[Sequence[Record]], Awaitable[object]]
 _RETRY_AFTER_S = 1.0
 
 
+def dead_letter_payload(record: Record, error: InvalidMessage) -> dict[str, Any]:
+    """What a dead letter says: the error, field by field, and the record as it came (where from)."""
+    return {
+        "error": str(error),
+        "errors": json.loads(json.dumps(error.errors, default=str)),
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": (record.key or b"").decode("utf-8", errors="replace"),
+        "value": (record.value or b"").decode("utf-8", errors="replace"),
+    }
+
+
 class IdempotentConsumer:
     """Joins `<prefix>.<name>` on `topics`; `run(handler)` until cancelled."""
 
@@ -102,16 +115,7 @@ class IdempotentConsumer:
         """
         producer = self.producer
         assert producer is not None  # noqa: S101 - start() runs first
-        payload = {
-            "error": str(error),
-            "errors": json.loads(json.dumps(error.errors, default=str)),
-            "consumer": self.name,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": (record.key or b"").decode("utf-8", errors="replace"),
-            "value": (record.value or b"").decode("utf-8", errors="replace"),
-        }
+        payload = dead_letter_payload(record, error) | {"consumer": self.name}
         dead_letter = topic_name(topic, self.settings.topic_prefix, dead_letter=True)
         self._letters.append(await producer.send(dead_letter, json.dumps(payload).encode(), key=record.key))
         self.on_dead_letter(topic)
