@@ -55,8 +55,8 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
     """
     url = base.database_url.get_secret_value()
     name = f"pursestrings_{label}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn=url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    # A connection per statement, none held across the run: a chaos run restarts Postgres under it.
+    await _admin(url, f'CREATE DATABASE "{name}"')
     fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
     try:
         connection = await asyncpg.connect(dsn=fresh)
@@ -66,6 +66,13 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
             await connection.close()
         yield base.model_copy(update={"database_url": SecretStr(fresh)})
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await delete_topics_with_prefix(base.kafka_bootstrap_servers, base.topic_prefix)
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn=url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
