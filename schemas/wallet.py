@@ -77,9 +77,9 @@ class CreateCard(_Command):
     """Issue a card to the wallet; no card number, only the issuer's token and the last 4."""
 
     type: Literal["create_card"] = "create_card"
-    card_id: Identifier
+    card_id: Identifier = Field(description="unique across all wallets")
     issuer: Issuer
-    issuer_card_token: Identifier
+    issuer_card_token: Identifier = Field(description="one card per issuer token, across all wallets")
     last4: Last4
     label: str = Field(default="", max_length=200)
     funded_amount: Money | None = Field(default=None, description="load-based card: the hard ceiling")

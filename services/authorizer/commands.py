@@ -52,10 +52,14 @@ def apply_command(state: WalletState | None, command: AnyWalletCommand, now: dat
     try:
         event, new_state = _apply(state, command, now)
     except Rejected as error:
-        rejected = CommandRejected(**_event_fields(command, now), command_type=command.type, error=str(error))
-        return (rejected,), state
+        return (rejection(command, now, str(error)),), state
     remembered = (*new_state.applied_commands, command.command_id)[-REMEMBERED_COMMANDS:]
     return (event,), replace(new_state, applied_commands=remembered)
+
+
+def rejection(command: AnyWalletCommand, now: datetime, error: str) -> CommandRejected:
+    """The `command_rejected` reply to `command`, saying why."""
+    return CommandRejected(**_event_fields(command, now), command_type=command.type, error=error[:1000])
 
 
 def _event_fields(command: AnyWalletCommand, now: datetime) -> dict[str, Any]:
@@ -123,6 +127,9 @@ def _create_card(
 ) -> tuple[AnyWalletEvent, WalletState]:
     if command.card_id in state.cards:
         raise Rejected(f"card {command.card_id} already exists")
+    for card in state.cards.values():
+        if (card.issuer, card.issuer_card_token) == (command.issuer, command.issuer_card_token):
+            raise Rejected(f"{command.issuer.value} card token {command.issuer_card_token} is card {card.card_id}'s")
     caps = command.caps
     _require_currency(state, command.funded_amount, caps.per_authorization, caps.rolling_24h, caps.monthly)
     card = Card(

@@ -11,8 +11,10 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
+from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -30,12 +32,13 @@ from schemas.issuer_events import (
 )
 from schemas.registry import InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
-from schemas.wallet import CardCreated, StatusChanged, WalletCreated
+from schemas.wallet import CardCreated, CreateCard, StatusChanged, WalletCreated
 from services.authorizer import metrics
+from services.authorizer.commands import rejection
 from services.authorizer.decide import derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
-from services.authorizer.store import BatchEffects, Fenced, OutboxRow, Store
+from services.authorizer.store import BatchEffects, CardDirectory, Fenced, OutboxRow, Store
 from services.platform.consuming import dead_letter_payload
 from services.platform.kafka import create_consumer, create_producer
 from services.platform.logging import get_logger
@@ -72,6 +75,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Seen:
+    """What a batch looked up before deciding: earlier decisions, applied issuer events, cards taken."""
+
+    earlier: dict[str, AuthorizationDecided]
+    applied: set[UUID]
+    directory: CardDirectory
+
+
 class Authorizer:
     """One authorizer instance: a consumer in the group, its producer, its wallet cache."""
 
@@ -104,6 +116,11 @@ class Authorizer:
         # in the background, and the rows marked published by the next commit.
         self._in_flight: asyncio.Task[None] | None = None
         self._published: list[int] = []
+        # A batch that failed for a reason other than Postgres being away: the end offset of each of
+        # its partitions, read one record at a time until passed; and the offset of each partition's
+        # record that failed alone once (both forgotten once the partition's position passes them).
+        self._suspects: dict[tuple[str, int], int] = {}
+        self._failed_once: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         """Join the group (claiming partitions as they come) and publish anything left unpublished."""
@@ -209,34 +226,42 @@ class Authorizer:
         for tp in partitions:
             self._epochs.pop((tp.topic, tp.partition), None)
             self._positions.pop((tp.topic, tp.partition), None)
+            self._suspects.pop((tp.topic, tp.partition), None)
+            self._failed_once.pop((tp.topic, tp.partition), None)
         self._forget_wallets()
 
     async def process_batch(self) -> int:
         """Consume, decide, commit and publish one batch; return how many records it held."""
         assert self._consumer is not None  # noqa: S101 - start() runs first
-        batches = await self._consumer.getmany(timeout_ms=200, max_records=BATCH_MAX_RECORDS)
+        # While a failed batch is taken apart, one record at a time (see `_isolate`).
+        max_records = 1 if self._suspects else BATCH_MAX_RECORDS
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=max_records)
         records = sorted(
             (record for tp_records in batches.values() for record in tp_records),
             key=lambda r: (r.timestamp, _TOPIC_ORDER[self._topics[r.topic]], r.partition, r.offset),
         )
         if not records:
             return 0
-        started = time.perf_counter()
-        effects, new_states = await self._decide_batch(records)
-        decided = time.perf_counter()
+        started = decided = time.perf_counter()
         try:
+            effects, new_states = await self._decide_batch(records)
+            decided = time.perf_counter()
             rows = await self._commit(effects)
         except Fenced as error:
             _log.warning("batch_fenced", error=str(error), records=len(records))
             self._forget_wallets()
             return 0
-        except (OSError, asyncpg.PostgresError) as error:
-            # Postgres unreachable: nothing was decided; read the batch again (fail closed meanwhile).
-            _log.error("batch_commit_failed", error=str(error), records=len(records))
-            self._rewind(batches)
-            await asyncio.sleep(0.5)
+        except Exception as error:  # noqa: BLE001 - sorted below: Postgres away, or a message that cannot apply
+            if transient(error):
+                # Postgres unreachable: nothing was decided; read the batch again (fail closed meanwhile).
+                _log.error("batch_commit_failed", error=str(error), records=len(records))
+                self._rewind(batches)
+                await asyncio.sleep(0.5)
+            else:
+                await self._isolate(batches, records, error)
             return 0
         self._positions.update(effects.offsets)
+        self._forget_passed_failures()
         for wallet_id, state in new_states.items():
             self._remember(wallet_id, state)
         committed = time.perf_counter()
@@ -255,6 +280,65 @@ class Authorizer:
             **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()},
         )
         return len(records)
+
+    async def _isolate(
+        self, batches: dict[TopicPartition, list[Record]], records: list[Record], error: Exception
+    ) -> None:
+        """A batch failed in a way that reading it again would repeat (a constraint or a value Postgres
+        refuses, a bug a message triggers): rather than stop every wallet behind it, take it apart.
+        Its records are read again one at a time; one that fails alone twice (the second time from a
+        fresh load: a race with another instance resolves itself) is set aside.
+        """
+        self._rewind(batches)
+        if len(records) > 1:
+            for tp, tp_records in batches.items():
+                at = (tp.topic, tp.partition)
+                self._suspects[at] = max(self._suspects.get(at, 0), tp_records[-1].offset + 1)
+            _log.error("batch_failed_isolating", error=_describe(error), records=len(records))
+            return
+        record = records[0]
+        at = (record.topic, record.partition)
+        if self._failed_once.get(at) != record.offset:
+            self._failed_once[at] = record.offset
+            _log.error("record_failed", error=_describe(error), topic=record.topic, offset=record.offset)
+            return
+        await self._set_aside(record, error)
+
+    def _forget_passed_failures(self) -> None:
+        """Drop what `_isolate` noted for partitions whose position moved past it (or that went away)."""
+        self._suspects = {at: end for at, end in self._suspects.items() if self._positions.get(at, end) < end}
+        self._failed_once = {
+            at: offset for at, offset in self._failed_once.items() if self._positions.get(at, offset + 1) <= offset
+        }
+
+    async def _set_aside(self, record: Record, error: Exception) -> None:
+        """Commit `record` as consumed, to its topic's dead-letter twin with the error; a wallet command
+        also gets its `command_rejected` reply (the caller is not left waiting). An authorization
+        request gets no decision: the gateway declines it at its deadline (fail closed).
+        """
+        topic = self._topics[record.topic]
+        effects = BatchEffects()
+        effects.offsets[(record.topic, record.partition)] = record.offset + 1
+        self._dead_letter(effects, record, f"could not be applied: {_describe(error)}")
+        message = self._parse(record)
+        if topic is Topic.WALLET_COMMANDS and not isinstance(message, InvalidMessage):
+            reason = "could not be applied (an internal error); set aside on the dead-letter topic"
+            self._emit(effects, rejection(message, self._clock(), reason))  # type: ignore[arg-type]
+        try:
+            rows = await self._commit(effects)
+        except Fenced:
+            self._forget_wallets()
+            return
+        except Exception as failure:  # noqa: BLE001 - Postgres away now: the record is read again
+            _log.error("set_aside_failed", error=_describe(failure))
+            await asyncio.sleep(0.5)
+            return
+        self._positions.update(effects.offsets)
+        assert self._consumer is not None  # noqa: S101 - start() runs first
+        self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset + 1)  # was rewound
+        self._forget_passed_failures()
+        _log.error("record_set_aside", topic=record.topic, offset=record.offset, error=_describe(error))
+        await self._publish(rows)
 
     def _measure(self, records: list[Record], effects: BatchEffects) -> None:
         """Batch size, decisions by reason, their latency from arrival, and how far behind we are."""
@@ -290,28 +374,54 @@ class Authorizer:
             ]
         )
         applied = await self._store.applied_events([m.event_id for m in messages if isinstance(m, _ISSUER_EVENTS)])
+        creations = [m for m in messages if isinstance(m, CreateCard)]
+        directory = (
+            await self._store.card_directory(
+                [m.card_id for m in creations], [(m.issuer.value, m.issuer_card_token) for m in creations]
+            )
+            if creations
+            else CardDirectory()
+        )
+        seen = _Seen(earlier, applied, directory)
         effects = BatchEffects(previous=dict(states))
         for record, message in parsed:
             effects.offsets[(record.topic, record.partition)] = record.offset + 1
             if isinstance(message, InvalidMessage):
                 self._dead_letter(effects, record, message)
                 continue
-            if isinstance(message, AuthorizationRequested) and message.issuer_authorization_id in earlier:
-                self._emit(effects, earlier[message.issuer_authorization_id])  # the first answer, again
+            if self._settled_without_deciding(message, effects, seen, now):
                 continue
-            if isinstance(message, _ISSUER_EVENTS):
-                if message.event_id in applied:
-                    _log.info("issuer_event_duplicate", event_id=str(message.event_id), type=message.type)
-                    continue
-                applied.add(message.event_id)
-                effects.applied_events.append((message.event_id, message.wallet_id))
             events, state = decide(states.get(message.wallet_id), message, now, self._rates)
             if state is not None:
                 states[message.wallet_id] = state
                 effects.wallets[message.wallet_id] = state
             for event in events:
+                if isinstance(event, CardCreated):  # a later creation in this batch sees it taken
+                    seen.directory.add(event.card_id, event.wallet_id, event.issuer.value, event.issuer_card_token)
                 self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
+
+    def _settled_without_deciding(self, message: Inbound, effects: BatchEffects, seen: _Seen, now: datetime) -> bool:
+        """True when `message` needs no decision: a request answered before (the first answer again),
+        an issuer event applied before, a card whose id or token another card holds (rejected).
+        """
+        if isinstance(message, AuthorizationRequested) and message.issuer_authorization_id in seen.earlier:
+            self._emit(effects, seen.earlier[message.issuer_authorization_id])
+            return True
+        if isinstance(message, _ISSUER_EVENTS):
+            if message.event_id in seen.applied:
+                _log.info("issuer_event_duplicate", event_id=str(message.event_id), type=message.type)
+                return True
+            seen.applied.add(message.event_id)
+            effects.applied_events.append((message.event_id, message.wallet_id))
+        if isinstance(message, CreateCard):
+            conflict = seen.directory.conflict(
+                message.wallet_id, message.card_id, message.issuer.value, message.issuer_card_token
+            )
+            if conflict is not None:
+                self._emit(effects, rejection(message, now, conflict))
+                return True
+        return False
 
     def _parse(self, record: Record) -> Inbound | InvalidMessage:
         topic = self._topics[record.topic]
@@ -336,7 +446,7 @@ class Authorizer:
             effects.directory.append(event)
         effects.outbox.append((topic, event.wallet_id, str(event.event_id), payload or serialize(event)))
 
-    def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage) -> None:
+    def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage | str) -> None:
         """Bad input goes to the topic's dead-letter twin with the error; the consumer goes on."""
         payload = dead_letter_payload(record, error)
         topic = topic_name(self._topics[record.topic], self._settings.topic_prefix, dead_letter=True)
@@ -451,6 +561,22 @@ class Authorizer:
             await self._store.mark_published(self._published)
             self._published = []
             _log.info("outbox_relayed", rows=len(rows))
+
+
+def transient(error: Exception) -> bool:
+    """Whether reading the same batch again may succeed: Postgres (or the network) away, a
+    serialization failure, a restart. Not a value or constraint Postgres refuses (SQLSTATE classes
+    22 and 23, or asyncpg's own argument check) nor a bug in our code.
+    """
+    if isinstance(error, ValueError):
+        return False  # asyncpg refused an argument (an integer past 64 bits, say): the same again
+    if isinstance(error, asyncpg.PostgresError):
+        return str(getattr(error, "sqlstate", "") or "")[:2] not in {"22", "23"}
+    return isinstance(error, OSError | asyncpg.InterfaceError)
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error)[:500]}"
 
 
 def _dead_letter_id(record: Record) -> str:

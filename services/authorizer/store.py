@@ -47,6 +47,31 @@ class OutboxRow:
 
 
 @dataclass
+class CardDirectory:
+    """Card ids and issuer card tokens already taken, across wallets: one wallet's state cannot see
+    another's cards, and the cards table (the gateway's token lookup) keeps each unique.
+    """
+
+    wallet_of_card: dict[str, str] = field(default_factory=dict)
+    card_of_token: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, card_id: str, wallet_id: str, issuer: str, token: str) -> None:
+        """Record a card as taken (read from the table, or created earlier in the batch)."""
+        self.wallet_of_card[card_id] = wallet_id
+        self.card_of_token[(issuer, token)] = card_id
+
+    def conflict(self, wallet_id: str, card_id: str, issuer: str, token: str) -> str | None:
+        """Why a card `card_id` with this token cannot be created in `wallet_id` (None: it can)."""
+        owner = self.wallet_of_card.get(card_id)
+        if owner is not None and owner != wallet_id:
+            return f"card id {card_id} is already used by another wallet"
+        holder = self.card_of_token.get((issuer, token))
+        if holder is not None and holder != card_id:
+            return f"{issuer} card token {token} is already another card's"
+        return None
+
+
+@dataclass
 class BatchEffects:
     """Everything one consumed batch changes, written together."""
 
@@ -132,6 +157,19 @@ class Store:
         return {
             row["issuer_authorization_id"]: AuthorizationDecided.model_validate_json(row["decision"]) for row in rows
         }
+
+    async def card_directory(self, card_ids: list[str], tokens: list[tuple[str, str]]) -> CardDirectory:
+        """The cards (of any wallet) that already use one of these card ids or issuer card tokens."""
+        rows = await self._pool.fetch(
+            """SELECT card_id, wallet_id, issuer, issuer_card_token FROM authorizer.cards
+               WHERE card_id = ANY($1::text[])
+                  OR (issuer, issuer_card_token) IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
+            card_ids, [issuer for issuer, _ in tokens], [token for _, token in tokens],
+        )  # fmt: skip
+        directory = CardDirectory()
+        for row in rows:
+            directory.add(row["card_id"], row["wallet_id"], row["issuer"], row["issuer_card_token"])
+        return directory
 
     async def applied_events(self, event_ids: list[UUID]) -> set[UUID]:
         """Which of these issuer events were applied already."""

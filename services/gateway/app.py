@@ -40,7 +40,9 @@ def build(settings: Settings, _health_port: int = DEFAULT_HEALTH_PORT) -> Servic
             await asyncio.sleep(0.05)
 
     async def run() -> None:
-        await serving["task"]
+        # Shielded: when the service stops, cancelling this waiter must not cancel the server itself;
+        # stop() asks it to exit and lets it finish its graceful shutdown.
+        await asyncio.shield(serving["task"])
 
     async def stop() -> None:
         server.should_exit = True

@@ -74,9 +74,11 @@ class WalletIn(_Body):
 class CardIn(_Body):
     """A new card of the wallet: the issuer's token and last 4, its money and rules."""
 
-    card_id: Identifier | None = Field(default=None, description="yours, or one is made up")
+    card_id: Identifier | None = Field(
+        default=None, description="yours (unique across all wallets, else 409), or one is made up"
+    )
     issuer: Issuer = Issuer.STRIPE
-    issuer_card_token: Identifier
+    issuer_card_token: Identifier = Field(description="one card per issuer token across all wallets, else 409")
     last4: Last4
     label: str = Field(default="", max_length=200)
     funded_amount: Money | None = None

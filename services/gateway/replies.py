@@ -98,7 +98,12 @@ class Replies(Generic[Reply]):
     async def _run(self) -> None:
         assert self._consumer is not None  # noqa: S101 - start() runs first
         while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=1_000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=1_000)
+            except Exception as error:  # noqa: BLE001 - a reader that dies would leave every request to time out
+                _log.error("replies_read_failed", topic=self._topic.value, error=str(error)[:300])
+                await asyncio.sleep(1)
+                continue
             for records in batches.values():
                 for record in records:
                     self._resolve(record.value or b"")

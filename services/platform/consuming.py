@@ -27,11 +27,13 @@ Handler = Callable[[Sequence[Record]], Awaitable[object]]
 _RETRY_AFTER_S = 1.0
 
 
-def dead_letter_payload(record: Record, error: InvalidMessage) -> dict[str, Any]:
-    """What a dead letter says: the error, field by field, and the record as it came (where from)."""
+def dead_letter_payload(record: Record, error: InvalidMessage | str) -> dict[str, Any]:
+    """What a dead letter says: the error, field by field, and the record as it came (where from).
+    A valid message that could not be applied has only a sentence (`error` given as a string).
+    """
     return {
         "error": str(error),
-        "errors": json.loads(json.dumps(error.errors, default=str)),
+        "errors": [] if isinstance(error, str) else json.loads(json.dumps(error.errors, default=str)),
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,

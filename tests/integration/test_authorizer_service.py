@@ -188,7 +188,7 @@ async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics:
         fields = command_fields(_now()) | {"wallet_id": wallet_id}
         commands += [
             CreateWallet(**fields, caps=caps),
-            CreateCard(**fields | {"command_id": uuid.uuid4()}, card_id=CARD, issuer=Issuer.STRIPE,
+            CreateCard(**fields | {"command_id": uuid.uuid4()}, card_id=f"card_{wallet_id}", issuer=Issuer.STRIPE,
                        issuer_card_token=f"ic_{wallet_id}", last4="4242"),
         ]  # fmt: skip
     async with running_authorizer(kafka_topics, pool):
@@ -196,7 +196,7 @@ async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics:
         now = _now()
         flood = [
             request(100, auth=f"{wallet_id}-{index}", at=now, deadline_at=now + timedelta(minutes=5)).model_copy(
-                update={"wallet_id": wallet_id}
+                update={"wallet_id": wallet_id, "card_id": f"card_{wallet_id}"}
             )
             for index in range(1_000)
             for wallet_id in wallets

@@ -49,13 +49,18 @@ class Stack:
 
     url: str
     admin_key: str
+    logs: Path
+
+    def tail(self) -> str:
+        """The last lines of both processes' logs, for a failure's message."""
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in sorted(self.logs.glob("*.log")))
 
 
 @pytest.fixture(scope="module")
 def stack(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Authorizer and gateway as processes (`python -m`), on the module's database and topics."""
     logs = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
+    port, authorizer_health = free_port(), free_port()
     env = service_env(
         module_settings,
         PURSESTRINGS_GATEWAY_PORT=str(port),
@@ -63,15 +68,15 @@ def stack(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         PURSESTRINGS_LITHIC_WEBHOOK_SECRET=LITHIC_SECRET,
         PURSESTRINGS_GENERIC_WEBHOOK_SECRET=GENERIC_SECRET,
         PURSESTRINGS_AUTH_DEADLINE_MS="500",
-        PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0",
+        PURSESTRINGS_AUTHORIZER_HEALTH_PORT=str(authorizer_health),
         PURSESTRINGS_LOG_LEVEL="warning",
     )
     url = f"http://127.0.0.1:{port}"
     with (
-        running("services.authorizer", env, logs / "authorizer.log"),
+        running("services.authorizer", env, logs / "authorizer.log", f"http://127.0.0.1:{authorizer_health}/healthz"),
         running("services.gateway", env, logs / "gateway.log", health_url=f"{url}/healthz"),
     ):
-        yield Stack(url, asyncio.run(_admin_key(module_settings)))
+        yield Stack(url, asyncio.run(_admin_key(module_settings)), logs)
 
 
 async def _admin_key(settings: Settings) -> str:
@@ -209,7 +214,7 @@ def test_the_management_api_never_crashes(stack: Stack) -> None:
         response = case.call(base_url=stack.url, headers={"Authorization": f"Bearer {stack.admin_key}"}, timeout=15)
         seen.add(f"{case.method} {case.path}")
         assert response.status_code < 500, (
-            f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
+            f"{case.method} {case.formatted_path}: {response.status_code} {response.text}\n{stack.tail()}"
         )
         if response.status_code >= 400:
             body = response.json()

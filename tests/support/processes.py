@@ -68,11 +68,18 @@ def stop(process: subprocess.Popen[bytes], kill: bool = False) -> None:  # noqa:
 def running(
     module: str, env: dict[str, str], log: Path, health_url: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A service process for the block's duration."""
+    """A service process for the block's duration.
+
+    If it exits on its own before the block ends, leaving the block raises with its log's tail (a test
+    that failed because a service died then also says why it died).
+    """
     process = start(module, env, log)
     try:
         if health_url is not None:
             wait_healthy(health_url, process, log)
         yield process
     finally:
+        exited_early = process.poll()
         stop(process)
+    if exited_early is not None:
+        raise RuntimeError(f"{module} exited on its own (rc {exited_early})\n{log.read_text()[-3000:]}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import asyncpg
+
 from schemas.common import CapKind, Issuer, ReasonCode
 from schemas.policies import PolicyTemplate, WalletCaps, template_caps
 from schemas.wallet import (
@@ -17,6 +19,7 @@ from schemas.wallet import (
     UpdateCaps,
 )
 from services.authorizer.domain import decide
+from services.authorizer.runtime import transient
 from services.authorizer.state import WalletState
 from tests.support.builders import CARD, NOW, command_fields, request, run, run_on, usd, wallet
 
@@ -58,6 +61,12 @@ def test_commands_that_cannot_apply_are_rejected_and_change_nothing() -> None:
         ),
         (
             state,
+            CreateCard(
+                **command_fields(), card_id="card_2", issuer=Issuer.STRIPE, issuer_card_token="ic_1", last4="1111"
+            ),
+        ),
+        (
+            state,
             UpdateCaps(
                 **command_fields(), wallet_caps=WalletCaps(monthly=usd(1).model_copy(update={"currency": "EUR"}))
             ),
@@ -69,6 +78,7 @@ def test_commands_that_cannot_apply_are_rejected_and_change_nothing() -> None:
         "wallet wal_1 already exists",
         "card card_x does not exist on wallet wal_1",
         "card card_1 already exists",
+        "stripe card token ic_1 is card card_1's",
         "amount in EUR on a USD wallet",
         "card card_1 is closed",
     ]
@@ -105,3 +115,21 @@ def test_a_raise_above_the_wallet_maximum_is_refused() -> None:
         "raising wallet_rolling_24h to 1500 exceeds the wallet's maximum 12.00 USD",
         state,
     )
+
+
+def test_a_failure_is_retried_only_when_reading_the_batch_again_may_succeed() -> None:
+    """Postgres away or restarting: retried. A constraint, a value refused, a bug: taken apart instead."""
+    cases = {
+        "connection lost": (ConnectionResetError("reset"), True),
+        "postgres restarting": (asyncpg.CannotConnectNowError("starting up"), True),
+        "connection closed": (asyncpg.ConnectionDoesNotExistError("closed"), True),
+        "serialization": (asyncpg.SerializationError("retry"), True),
+        "unique": (asyncpg.UniqueViolationError("duplicate key"), False),
+        "check": (asyncpg.CheckViolationError("check"), False),
+        "numeric range": (asyncpg.NumericValueOutOfRangeError("out of range"), False),
+        "argument refused by asyncpg": (asyncpg.exceptions._base.DataError("invalid input for $1"), False),  # noqa: SLF001 - asyncpg exports it only there
+        "a bug": (KeyError("card"), False),
+    }
+    assert {name: transient(error) for name, (error, _) in cases.items()} == {
+        name: transient for name, (_, transient) in cases.items()
+    }
