@@ -32,6 +32,11 @@ _POSTINGS_MARGIN = timedelta(hours=1)
 OUTBOX_RETENTION = timedelta(days=2)
 
 
+# The whole batch in one call (schemas/sql/0009_commit_batch.sql); PSF01: a partition's epoch moved on.
+_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 37)) + ")"
+_FENCED_SQLSTATE = "PSF01"
+
+
 class Fenced(RuntimeError):
     """Another instance took one of our partitions; this batch must be thrown away."""
 
@@ -181,77 +186,49 @@ class Store:
         return {row["event_id"] for row in rows}
 
     async def commit(self, effects: BatchEffects, epochs: dict[TopicPartition, int]) -> list[OutboxRow]:
-        """Write the batch if every partition is still ours; return the outbox rows to publish."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            await self._check_epochs(connection, effects, epochs)
-            await _write_wallets(connection, effects)
-            await connection.execute(
-                """INSERT INTO authorizer.decisions
-                   (issuer_authorization_id, wallet_id, approved, reason, decision, decided_at)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[],
-                                        $6::timestamptz[])
-                   ON CONFLICT (issuer_authorization_id) DO NOTHING""",
-                *_transpose(
-                    [
-                        (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, payload.decode(),
-                         d.decided_at)
-                        for d, payload in effects.decisions
-                    ],
-                    6,
-                ),
-            )  # fmt: skip
-            # Identity values are assigned in insertion order, and unnest inserts in array order:
-            # the returned ids, sorted, are the rows' ids in the order given (nothing sent back).
-            ids = await connection.fetch(
-                """INSERT INTO authorizer.outbox (topic, message_key, event_id, payload)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[])
-                   RETURNING outbox_id""",
-                *_transpose([(t, k, e, p.decode()) for t, k, e, p in effects.outbox], 4),
-            )
-            if effects.applied_events:
-                await connection.execute(
-                    """INSERT INTO authorizer.applied_events (event_id, wallet_id)
-                       SELECT * FROM unnest($1::uuid[], $2::text[])""",
-                    *_transpose(effects.applied_events, 2),
-                )
-            if effects.published:
-                await connection.execute(
-                    "UPDATE authorizer.outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])",
-                    effects.published,
-                )
-            await connection.execute(
-                """UPDATE authorizer.partition_offsets AS p SET next_offset = o.next_offset, updated_at = now()
-                   FROM unnest($2::text[], $3::int[], $4::bigint[]) AS o (topic, partition, next_offset)
-                   WHERE p.consumer_group = $1 AND p.topic = o.topic AND p.partition = o.partition""",
-                self._group,
-                *_transpose([(topic, partition, offset) for (topic, partition), offset in effects.offsets.items()], 3),
-            )
+        """Write the batch if every partition is still ours; return the outbox rows to publish.
+
+        One call of `authorizer.commit_batch` (migration 0009): a single round trip, its own
+        transaction. Directory rows (wallets and cards created, statuses changed: rare) join it in an
+        explicit transaction.
+        """
+        partitions = sorted(effects.offsets)
+        arguments = (
+            self._group,
+            [topic for topic, _ in partitions],
+            [partition for _, partition in partitions],
+            [epochs.get(tp) for tp in partitions],
+            [effects.offsets[tp] for tp in partitions],
+            *_wallet_rows(effects),
+            *_transpose(
+                [
+                    (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, payload.decode(),
+                     d.decided_at)
+                    for d, payload in effects.decisions
+                ],
+                6,
+            ),
+            *_transpose([(t, k, e, p.decode()) for t, k, e, p in effects.outbox], 4),
+            *_transpose(effects.applied_events, 2),
+            effects.published,
+        )  # fmt: skip
+        async with self._pool.acquire() as connection:
+            try:
+                if effects.directory:
+                    async with connection.transaction():
+                        ids = await connection.fetchval(_COMMIT_BATCH, *arguments)
+                        for event in effects.directory:
+                            await _write_directory(connection, event)
+                else:
+                    ids = await connection.fetchval(_COMMIT_BATCH, *arguments)
+            except asyncpg.PostgresError as error:
+                if getattr(error, "sqlstate", None) == _FENCED_SQLSTATE:
+                    raise Fenced(str(error)) from None
+                raise
         return [
             OutboxRow(outbox_id, topic, key.encode(), payload)
-            for outbox_id, (topic, key, _, payload) in zip(
-                sorted(row["outbox_id"] for row in ids), effects.outbox, strict=True
-            )
+            for outbox_id, (topic, key, _, payload) in zip(ids, effects.outbox, strict=True)
         ]
-
-    async def _check_epochs(
-        self, connection: asyncpg.Connection, effects: BatchEffects, epochs: dict[TopicPartition, int]
-    ) -> None:
-        """Lock the batch's partitions' rows (in a fixed order) and refuse if any epoch moved on."""
-        partitions = sorted(effects.offsets)
-        rows = await connection.fetch(
-            """SELECT p.topic, p.partition, p.epoch FROM authorizer.partition_offsets p
-               JOIN unnest($2::text[], $3::int[]) AS o (topic, partition)
-                 ON p.topic = o.topic AND p.partition = o.partition
-               WHERE p.consumer_group = $1 ORDER BY p.topic, p.partition FOR UPDATE OF p""",
-            self._group, *_transpose(partitions, 2),
-        )  # fmt: skip
-        current = {(row["topic"], row["partition"]): row["epoch"] for row in rows}
-        for topic, partition in partitions:
-            if current.get((topic, partition)) != epochs.get((topic, partition)):
-                raise Fenced(
-                    f"{topic}[{partition}] is at epoch {current.get((topic, partition))},"
-                    f" we hold {epochs.get((topic, partition))}"
-                )
 
     async def wallets_with_expired_holds(self, now: datetime, limit: int = 1_000) -> list[str]:
         """Wallets holding money past its expiry (whatever partition they are on)."""
@@ -297,8 +274,10 @@ def _transpose(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]
     return tuple([row[index] for row in rows] for index in range(width))
 
 
-async def _write_wallets(connection: asyncpg.Connection, effects: BatchEffects) -> None:
-    """The touched wallets' snapshots, and the holds and postings that changed in the batch."""
+def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
+    """The touched wallets' snapshots, and the holds and postings that changed in the batch, as the
+    columns `commit_batch` takes: snapshots (3), holds released (2), holds placed (7), postings (6).
+    """
     snapshots, upserts, deletes, postings = [], [], [], []
     for wallet_id, state in effects.wallets.items():
         before = effects.previous.get(wallet_id)
@@ -312,39 +291,16 @@ async def _write_wallets(connection: asyncpg.Connection, effects: BatchEffects) 
         if state.recent is not old_recent:
             known = {posting.posting_id for posting in old_recent}
             postings += [(wallet_id, p) for p in state.recent if p.posting_id not in known]
-    await connection.execute(
-        """INSERT INTO authorizer.wallet_state (wallet_id, state, earliest_hold_expiry)
-           SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[])
-           ON CONFLICT (wallet_id) DO UPDATE
-           SET state = EXCLUDED.state, earliest_hold_expiry = EXCLUDED.earliest_hold_expiry, updated_at = now()""",
+    return (
         *_transpose(snapshots, 3),
-    )
-    if deletes:
-        await connection.execute(
-            """DELETE FROM authorizer.holds h USING unnest($1::text[], $2::text[]) AS d (wallet_id, authorization_id)
-               WHERE h.wallet_id = d.wallet_id AND h.authorization_id = d.authorization_id""",
-            *_transpose(deletes, 2),
-        )
-    if upserts:
-        await connection.execute(
-            """INSERT INTO authorizer.holds
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                                    $6::timestamptz[], $7::timestamptz[])
-               ON CONFLICT (wallet_id, authorization_id) DO UPDATE SET amount_minor = EXCLUDED.amount_minor""",
-            *_transpose(
-                [(w, h.authorization_id, h.card_id, h.trace_id, h.amount_minor, h.placed_at, h.expires_at)
-                 for w, h in upserts],
-                7,
-            ),
-        )  # fmt: skip
-    if postings:
-        await connection.execute(
-            """INSERT INTO authorizer.postings
-               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[])""",
-            *_transpose([(w, p.posting_id, p.at, p.card_id, p.trace_id, p.amount_minor) for w, p in postings], 6),
-        )
-    for event in effects.directory:
-        await _write_directory(connection, event)
+        *_transpose(deletes, 2),
+        *_transpose(
+            [(w, h.authorization_id, h.card_id, h.trace_id, h.amount_minor, h.placed_at, h.expires_at)
+             for w, h in upserts],
+            7,
+        ),
+        *_transpose([(w, p.posting_id, p.at, p.card_id, p.trace_id, p.amount_minor) for w, p in postings], 6),
+    )  # fmt: skip
 
 
 async def _write_directory(connection: asyncpg.Connection, event: CardCreated | WalletCreated | StatusChanged) -> None:

@@ -20,5 +20,15 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             "statement_timeout": str(timeout_ms),
             "idle_in_transaction_session_timeout": str(timeout_ms * 6),
         },
+        reset=_keep_session,
     )
     return pool
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """On release, asyncpg still rolls back a transaction left open; this replaces only its session
+    reset (`RESET ALL`, `UNLISTEN *`, advisory unlock, `CLOSE ALL`): a round trip per release, about
+    0.2 ms each, twice per authorizer batch (measured; decision 0005). No code of ours changes session
+    settings, listens, takes advisory locks or opens cursors on a pooled connection (migrations use a
+    connection of their own).
+    """
