@@ -76,12 +76,30 @@ def utc_now() -> datetime:
 
 
 @dataclass
+class _Pending:
+    """A batch decided and being committed (and then published) in the background."""
+
+    batches: dict[TopicPartition, list[Record]]
+    records: list[Record]
+    effects: BatchEffects
+    task: asyncio.Task[None]
+
+
+@dataclass
 class _Seen:
     """What a batch looked up before deciding: earlier decisions, applied issuer events, cards taken."""
 
     earlier: dict[str, AuthorizationDecided]
     applied: set[UUID]
     directory: CardDirectory
+
+    def include(self, effects: BatchEffects) -> None:
+        """Add what a batch being committed decided, applied and created."""
+        self.earlier.update((decision.issuer_authorization_id, decision) for decision, _ in effects.decisions)
+        self.applied.update(event_id for event_id, _ in effects.applied_events)
+        for event in effects.directory:
+            if isinstance(event, CardCreated):
+                self.directory.add(event.card_id, event.wallet_id, event.issuer.value, event.issuer_card_token)
 
 
 class Authorizer:
@@ -114,13 +132,16 @@ class Authorizer:
         self._producer: AIOKafkaProducer | None = None
         # Publishing overlaps the next batch: sends are queued in commit order, their acks awaited
         # in the background, and the rows marked published by the next commit.
-        self._in_flight: asyncio.Task[None] | None = None
+        self._confirming: set[asyncio.Task[None]] = set()
         self._published: list[int] = []
         # A batch that failed for a reason other than Postgres being away: the end offset of each of
         # its partitions, read one record at a time until passed; and the offset of each partition's
         # record that failed alone once (both forgotten once the partition's position passes them).
         self._suspects: dict[tuple[str, int], int] = {}
         self._failed_once: dict[tuple[str, int], int] = {}
+        # The batch being committed while the next is decided; bumped whenever the cache is cleared.
+        self._pending: _Pending | None = None
+        self._generation = 0
 
     async def start(self) -> None:
         """Join the group (claiming partitions as they come) and publish anything left unpublished."""
@@ -134,11 +155,15 @@ class Authorizer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        """Leave the group, wait for what is being published and record it."""
+        """Finish the batch being committed, leave the group, wait for what is being published and
+        record it.
+        """
+        if self._pending is not None:
+            with contextlib.suppress(Exception):  # a failed commit is read again by the next owner
+                await self._drain()
         if self._consumer is not None:
             await self._consumer.stop()
-        if self._in_flight is not None:
-            await self._in_flight
+        await self._confirmed()
         if self._published:
             await self._store.mark_published(self._published)
             self._published = []
@@ -156,6 +181,7 @@ class Authorizer:
         last_sweep = self._clock()
         while True:
             if self._publish_failed:
+                await self._drain()
                 await self._recover_publishing()
             await self.process_batch()
             if self._clock() - last_sweep >= SWEEP_INTERVAL:
@@ -164,6 +190,8 @@ class Authorizer:
 
     async def sweep_expired_holds(self) -> int:
         """Release holds past their expiry on wallets of our partitions, through the usual commit."""
+        if not await self._drain():
+            return 0
         now = self._clock()
         await self._store.forget_old_postings(now)
         await self._store.forget_published(now)
@@ -192,10 +220,7 @@ class Authorizer:
         return len(effects.wallets)
 
     async def _commit(self, effects: BatchEffects) -> list[OutboxRow]:
-        """Commit `effects`, recording as published what the previous batch's acks confirmed."""
-        if self._in_flight is not None:
-            await self._in_flight  # the previous batch's acks: its rows are marked in this commit
-            self._in_flight = None
+        """Commit `effects`, recording as published what earlier batches' acks confirmed so far."""
         effects.published, self._published = self._published, []
         try:
             return await self._store.commit(effects, self._epochs)
@@ -231,7 +256,13 @@ class Authorizer:
         self._forget_wallets()
 
     async def process_batch(self) -> int:
-        """Consume, decide, commit and publish one batch; return how many records it held."""
+        """Consume and decide one batch while the previous one commits, then commit it in the
+        background (it publishes its rows itself once committed); return how many records it held.
+
+        The batch is decided on the states the previous batch left (kept in the cache before they
+        are committed). If that commit fails, or the cache was cleared meanwhile (a rebalance), the
+        batch is thrown away and read again: nothing is decided on states that did not hold.
+        """
         assert self._consumer is not None  # noqa: S101 - start() runs first
         # While a failed batch is taken apart, one record at a time (see `_isolate`).
         max_records = 1 if self._suspects else BATCH_MAX_RECORDS
@@ -241,32 +272,45 @@ class Authorizer:
             key=lambda r: (r.timestamp, _TOPIC_ORDER[self._topics[r.topic]], r.partition, r.offset),
         )
         if not records:
+            await self._drain()
             return 0
-        started = decided = time.perf_counter()
+        generation = self._generation
+        started = time.perf_counter()
         try:
             effects, new_states = await self._decide_batch(records)
-            decided = time.perf_counter()
-            rows = await self._commit(effects)
-        except Fenced as error:
-            _log.warning("batch_fenced", error=str(error), records=len(records))
-            self._forget_wallets()
-            return 0
-        except Exception as error:  # noqa: BLE001 - sorted below: Postgres away, or a message that cannot apply
-            if transient(error):
-                # Postgres unreachable: nothing was decided; read the batch again (fail closed meanwhile).
-                _log.error("batch_commit_failed", error=str(error), records=len(records))
-                self._rewind(batches)
-                await asyncio.sleep(0.5)
+        except Exception as error:  # noqa: BLE001 - sorted in _failed: Postgres away, or a message that cannot apply
+            if await self._drain():
+                await self._failed(batches, records, error)
             else:
-                await self._isolate(batches, records, error)
+                self._rewind(batches)
             return 0
-        self._positions.update(effects.offsets)
-        self._forget_passed_failures()
+        decided = time.perf_counter()
+        if not await self._drain() or generation != self._generation:
+            self._rewind(batches)  # decided on states that did not hold: read it again
+            return 0
         for wallet_id, state in new_states.items():
-            self._remember(wallet_id, state)
+            self._remember(wallet_id, state)  # the next batch is decided on these while this one commits
+        task = asyncio.create_task(self._commit_and_publish(records, effects, started, decided))
+        self._pending = _Pending(batches, records, effects, task)
+        return len(records)
+
+    async def _commit_and_publish(
+        self, records: list[Record], effects: BatchEffects, started: float, decided: float
+    ) -> None:
+        """The background half of a batch: commit, then queue its rows for Kafka (in commit order:
+        the next batch's commit starts only once this returns). Raises only if the commit failed.
+        """
+        begun = time.perf_counter()
+        rows = await self._commit(effects)
         committed = time.perf_counter()
+        self._positions.update({tp: offset for tp, offset in effects.offsets.items() if tp in self._epochs})
+        self._forget_passed_failures()
         await self._publish(rows)
-        spent = {"decide": decided - started, "commit": committed - decided, "publish": time.perf_counter() - committed}
+        spent = {
+            "decide": decided - started,
+            "commit": committed - begun,
+            "publish": time.perf_counter() - committed,
+        }
         for stage, seconds in spent.items():
             self.seconds_by_stage[stage] += seconds
             metrics.BATCH_SECONDS.labels(stage).observe(seconds)
@@ -276,10 +320,47 @@ class Authorizer:
         _log.debug(
             "batch_done",
             records=len(records),
-            waited_ms=round(time.time() * 1000 - records[0].timestamp, 2),  # the oldest record's age at start
+            waited_ms=round(time.time() * 1000 - records[0].timestamp, 2),  # the oldest record's age now
             **{f"{k}_ms": round(v * 1000, 2) for k, v in spent.items()},
         )
-        return len(records)
+
+    async def _drain(self) -> bool:
+        """Wait for the batch being committed, if any; False if its commit failed (it is then read
+        again, and its caller reads again what it decided on that batch's states).
+        """
+        pending = self._pending
+        if pending is None:
+            return True
+        try:
+            await asyncio.shield(pending.task)  # a cancelled caller leaves the commit to finish (stop() waits)
+        except asyncio.CancelledError:
+            if not pending.task.done():
+                raise
+            self._pending = None
+            self._rewind(pending.batches)
+            return False
+        except Exception as error:  # noqa: BLE001 - sorted in _failed
+            self._pending = None
+            await self._failed(pending.batches, pending.records, error)
+            return False
+        self._pending = None
+        return True
+
+    async def _failed(
+        self, batches: dict[TopicPartition, list[Record]], records: list[Record], error: Exception
+    ) -> None:
+        """A batch could not be decided or committed: fenced (another instance has its partitions),
+        Postgres away (read it again in a moment; fail closed meanwhile), or for good (`_isolate`).
+        """
+        if isinstance(error, Fenced):
+            _log.warning("batch_fenced", error=str(error), records=len(records))
+            self._forget_wallets()
+        elif transient(error):
+            _log.error("batch_commit_failed", error=str(error), records=len(records))
+            self._rewind(batches)
+            await asyncio.sleep(0.5)
+        else:
+            await self._isolate(batches, records, error)
 
     async def _isolate(
         self, batches: dict[TopicPartition, list[Record]], records: list[Record], error: Exception
@@ -383,6 +464,8 @@ class Authorizer:
             else CardDirectory()
         )
         seen = _Seen(earlier, applied, directory)
+        if self._pending is not None:
+            seen.include(self._pending.effects)  # committing now: not yet in the tables read above
         effects = BatchEffects(previous=dict(states))
         for record, message in parsed:
             effects.offsets[(record.topic, record.partition)] = record.offset + 1
@@ -482,6 +565,7 @@ class Authorizer:
     def _forget_wallets(self) -> None:
         self._cache.clear()
         self._loaded_at.clear()
+        self._generation += 1  # a batch decided on the cache as it was must not commit
 
     def _remember(self, wallet_id: str, state: WalletState) -> None:
         self._cache[wallet_id] = state
@@ -513,7 +597,14 @@ class Authorizer:
             self._publish_failed = True
             return
         metrics.OUTBOX_IN_FLIGHT.inc(len(rows))
-        self._in_flight = asyncio.create_task(self._confirm(rows, acks))
+        task = asyncio.create_task(self._confirm(rows, acks))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirmed(self) -> None:
+        """Wait until every queued send is acknowledged or has failed."""
+        if self._confirming:
+            await asyncio.gather(*self._confirming, return_exceptions=True)
 
     async def _confirm(self, rows: list[OutboxRow], acks: list[asyncio.Future[object]]) -> None:
         try:
@@ -532,10 +623,7 @@ class Authorizer:
         Until it succeeds, decisions are committed and wait in the outbox (the gateway declines at
         its deadline meanwhile: fail closed).
         """
-        if self._in_flight is not None:
-            with contextlib.suppress(Exception):
-                await self._in_flight
-            self._in_flight = None
+        await self._confirmed()
         old, self._producer = self._producer, create_producer(self._settings)
         if old is not None:
             with contextlib.suppress(Exception):
@@ -553,9 +641,7 @@ class Authorizer:
         """Publish what a previous run committed but could not send (a crash between the two)."""
         while rows := await self._store.unpublished():
             await self._publish(rows)
-            if self._in_flight is not None:
-                await self._in_flight
-                self._in_flight = None
+            await self._confirmed()
             if not self._published:
                 return  # Kafka refused them: the next start tries again
             await self._store.mark_published(self._published)
