@@ -1,6 +1,6 @@
-"""`make bench`: runs every benchmark module under bench/ and says where its results went.
-
-No benchmark exists yet: the first ones arrive with the authorizer and the ledger.
+"""`make bench`: runs every benchmark module under bench/ (authorizer, ledger, webhook), each writing
+bench/results/<name>.json. `BENCH_PROFILE=1` adds a py-spy profile of the authorizer and of the
+gateway (bench/results/*-profile.txt, not committed).
 """
 
 from __future__ import annotations
