@@ -545,6 +545,12 @@ class Authorizer:
         Postgres need not be asked: the wallet was loaded before the request was made (every decision
         since went through this cache, partitions being ours alone) and the decision cannot have been
         pruned yet. Clocks may disagree by up to CLOCK_SKEW.
+
+        Assumption: `requested_at` is the gateway's time of the attempt that published the request,
+        so a retry carries a later time than the first attempt; the rule holds while an issuer's
+        retries of one authorization come within CLOCK_SKEW of its first attempt (Stripe and Lithic
+        take a default decision after a few seconds and do not ask again). A retry much later than
+        that, first decided before this instance loaded the wallet, would be decided again.
         """
         loaded_at = self._loaded_at.get(request.wallet_id)
         return (
