@@ -305,12 +305,15 @@ class Authorizer:
         committed = time.perf_counter()
         self._positions.update({tp: offset for tp, offset in effects.offsets.items() if tp in self._epochs})
         self._forget_passed_failures()
-        await self._publish(rows)
-        spent = {
-            "decide": decided - started,
-            "commit": committed - begun,
-            "publish": time.perf_counter() - committed,
-        }
+        await self._publish(rows)  # never raises: a failed send leaves the rows to the relay
+        try:
+            self._account(records, effects, {"decide": decided - started, "commit": committed - begun,
+                                             "publish": time.perf_counter() - committed})  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - bookkeeping must not pass for a failed commit
+            _log.error("batch_accounting_failed", error=_describe(error))
+
+    def _account(self, records: list[Record], effects: BatchEffects, spent: dict[str, float]) -> None:
+        """Stage times, counters and metrics of a committed batch."""
         for stage, seconds in spent.items():
             self.seconds_by_stage[stage] += seconds
             metrics.BATCH_SECONDS.labels(stage).observe(seconds)

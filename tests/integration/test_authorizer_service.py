@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from schemas.authorizations import AuthorizationRequested
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.registry import Message
@@ -239,3 +239,46 @@ async def test_holds_of_an_idle_wallet_expire_without_any_new_message(
         "{}",
         0,
     )
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_a_commit_that_fails_midstream_throws_away_what_was_decided_on_it(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """The next batch is decided while a batch commits, on its states. Postgres refuses three commits
+    in the middle of a flood (a trigger raising serialization_failure, which is retried): each failed
+    batch and whatever was decided on it are read again, and the cap still holds exactly.
+    """
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(30_000)))
+    await pool.execute(
+        """CREATE SEQUENCE refusals;  -- a sequence: its count survives the refused transactions
+           CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
+           DECLARE
+             done bigint := (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals);
+           BEGIN
+             IF done < 3 AND (SELECT count(*) FROM authorizer.decisions) >= 200 + 150 * done THEN
+               PERFORM nextval('refusals');
+               RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'serialization_failure';
+             END IF;
+             RETURN NULL;
+           END $$;
+           CREATE TRIGGER refuse AFTER INSERT ON authorizer.decisions
+             FOR EACH STATEMENT EXECUTE FUNCTION refuse_some();"""
+    )
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await asyncio.gather(
+            *[publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(250, 100, f"q{n}-")) for n in range(4)]
+        )
+        items = await decisions.wait_for(lambda items: len({d.issuer_authorization_id for d in items}) >= 1_000)
+    first: dict[str, AuthorizationDecided] = {}
+    for decision in items:
+        first.setdefault(decision.issuer_authorization_id, decision)
+    assert Counter((d.approved, d.reason) for d in first.values()) == Counter(
+        {(True, ReasonCode.APPROVED): 300, (False, ReasonCode.WALLET_ROLLING_24H_CAP): 700}
+    )
+    # Each id was published with one answer only, and the refusals happened.
+    assert {
+        d.issuer_authorization_id for d in items if d.approved != first[d.issuer_authorization_id].approved
+    } == set()
+    assert await pool.fetchval("SELECT last_value FROM refusals") == 3
+    assert await pool.fetchval("SELECT count(*) FROM authorizer.decisions") == 1_000
