@@ -188,6 +188,13 @@ class Answering:
             marks.append(time.perf_counter())
             decision = await asyncio.shield(future)
             marks.append(time.perf_counter())
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not future.cancelled() or (current is not None and current.cancelling()):
+                raise  # this attempt itself is being cancelled (its own deadline, or a stop)
+            # A retry that joined an earlier attempt's wait: that attempt ran out of time and was
+            # answered decline; this one gets the same answer (recorded once, whichever comes first).
+            return await self._record(ask, card, _declined(ReasonCode.DEADLINE_EXCEEDED))
         except Exception as error:  # noqa: BLE001 - Kafka unreachable or refusing: decline (fail closed)
             _log.error("authorization_publish_failed", error=str(error))
             future.cancel()

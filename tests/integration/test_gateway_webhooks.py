@@ -5,6 +5,7 @@ issuer.events.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -270,3 +271,20 @@ async def test_with_postgres_gone_the_answer_is_a_decline_not_an_error(
         await admin.close()
     answer = await _stripe_ask(gateway, "iauth_pg_gone", 100)
     assert (answer["approved"], answer["metadata"]) == (False, {"pursestrings_reason": "system_unavailable"})
+
+
+async def test_a_retry_waiting_on_the_first_attempt_gets_its_deadline_decline_too(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """An issuer retry that arrives while the first attempt still waits shares its wait; when the
+    deadline passes with no decision, both get the same decline (not an error for the retry).
+    """
+    async with running_authorizer(kafka_topics, pool):  # an authorizer for the set-up only
+        await _ten_dollar_card(settings_for_gateway)
+    signed = sign_for_stripe(stripe_authorization_request("iauth_twice", TOKEN, 100), STRIPE_SECRET)
+    first = asyncio.create_task(_post(gateway, signed))
+    await asyncio.sleep(settings_for_gateway.auth_deadline_ms / 2000)
+    retry = await _post(gateway, signed)
+    answers = [(response.status_code, response.json()) for response in (await first, retry)]
+    declined = {"approved": False, "metadata": {"pursestrings_reason": "deadline_exceeded"}}
+    assert answers == [(200, declined), (200, declined)]
