@@ -53,12 +53,15 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
         request(100, auth=f"k{index}", at=now, deadline_at=now + timedelta(minutes=5)) for index in range(REQUESTS)
     ]
     async with Collector(settings, Topic.AUTH_DECISIONS) as decisions:
-        publishing = asyncio.create_task(publish(settings, Topic.AUTH_REQUESTS, requests))
+        # Half the stream is sent while it runs, the rest while it is dead: the kill lands mid-stream
+        # however fast it decides.
+        publishing = asyncio.create_task(publish(settings, Topic.AUTH_REQUESTS, requests[: REQUESTS // 2]))
         await decisions.wait_for(lambda items: len(items) >= REQUESTS // 5, timeout_s=90)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         killed_after = len(decisions.items)
         await publishing
+        await publish(settings, Topic.AUTH_REQUESTS, requests[REQUESTS // 2 :])
         process = _start(settings, log)
         try:
             items = await decisions.wait_for(
