@@ -99,7 +99,7 @@ class _Seen:
         self.applied.update(event_id for event_id, _ in effects.applied_events)
         for event in effects.directory:
             if isinstance(event, CardCreated):
-                self.directory.add(event.card_id, event.wallet_id, event.issuer.value, event.issuer_card_token)
+                self.directory.add_created(event)
 
 
 class Authorizer:
@@ -158,9 +158,8 @@ class Authorizer:
         """Finish the batch being committed, leave the group, wait for what is being published and
         record it.
         """
-        if self._pending is not None:
-            with contextlib.suppress(Exception):  # a failed commit is read again by the next owner
-                await self._drain()
+        with contextlib.suppress(Exception):  # a failed commit is read again by the next owner
+            await self._drain()
         if self._consumer is not None:
             await self._consumer.stop()
         await self._confirmed()
@@ -303,8 +302,7 @@ class Authorizer:
         begun = time.perf_counter()
         rows = await self._commit(effects)
         committed = time.perf_counter()
-        self._positions.update({tp: offset for tp, offset in effects.offsets.items() if tp in self._epochs})
-        self._forget_passed_failures()
+        self._advance(effects.offsets)
         await self._publish(rows)  # never raises: a failed send leaves the rows to the relay
         try:
             self._account(records, effects, {"decide": decided - started, "commit": committed - begun,
@@ -388,8 +386,11 @@ class Authorizer:
             return
         await self._set_aside(record, error)
 
-    def _forget_passed_failures(self) -> None:
-        """Drop what `_isolate` noted for partitions whose position moved past it (or that went away)."""
+    def _advance(self, offsets: dict[tuple[str, int], int]) -> None:
+        """After a commit: move its partitions' positions (those still ours) and forget what `_isolate`
+        noted for partitions whose position is now past it (or that went away).
+        """
+        self._positions.update({tp: offset for tp, offset in offsets.items() if tp in self._epochs})
         self._suspects = {at: end for at, end in self._suspects.items() if self._positions.get(at, end) < end}
         self._failed_once = {
             at: offset for at, offset in self._failed_once.items() if self._positions.get(at, offset + 1) <= offset
@@ -417,10 +418,9 @@ class Authorizer:
             _log.error("set_aside_failed", error=_describe(failure))
             await asyncio.sleep(0.5)
             return
-        self._positions.update(effects.offsets)
+        self._advance(effects.offsets)
         assert self._consumer is not None  # noqa: S101 - start() runs first
         self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset + 1)  # was rewound
-        self._forget_passed_failures()
         _log.error("record_set_aside", topic=record.topic, offset=record.offset, error=_describe(error))
         await self._publish(rows)
 
@@ -483,7 +483,7 @@ class Authorizer:
                 effects.wallets[message.wallet_id] = state
             for event in events:
                 if isinstance(event, CardCreated):  # a later creation in this batch sees it taken
-                    seen.directory.add(event.card_id, event.wallet_id, event.issuer.value, event.issuer_card_token)
+                    seen.directory.add_created(event)
                 self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
 

@@ -65,6 +65,10 @@ class CardDirectory:
         self.wallet_of_card[card_id] = wallet_id
         self.card_of_token[(issuer, token)] = card_id
 
+    def add_created(self, event: CardCreated) -> None:
+        """Record the card an event created (in this batch, or in the batch being committed)."""
+        self.add(event.card_id, event.wallet_id, event.issuer.value, event.issuer_card_token)
+
     def conflict(self, wallet_id: str, card_id: str, issuer: str, token: str) -> str | None:
         """Why a card `card_id` with this token cannot be created in `wallet_id` (None: it can)."""
         owner = self.wallet_of_card.get(card_id)
