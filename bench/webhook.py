@@ -26,7 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from bench._infra import fresh_database, process
-from services.gateway.keys import Scope, create_key
+from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
 from services.platform.kafka import ensure_topics, project_topics
 from services.platform.logging import configure_logging
@@ -149,9 +149,7 @@ async def _measure() -> dict[str, Any]:
     )
     async with fresh_database(base) as settings:
         await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
-        pool = await create_pool(settings)
-        key = await create_key(pool, Scope.ADMIN, label="bench")
-        await pool.close()
+        key = await create_key_once(settings, Scope.ADMIN, label="bench")
         env = _env(settings)
         with (
             process([sys.executable, "-m", "services.authorizer"], settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"),

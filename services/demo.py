@@ -29,9 +29,8 @@ from rich.live import Live
 from rich.table import Table
 
 from services.client import ApiClient, money_text
-from services.gateway.keys import Scope, create_key
+from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import MerchantData, simulated_authorization
-from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
 
 RUNAWAY_APPROVER = "U0APPROVER"  # the stand-in page's default user
@@ -148,22 +147,13 @@ class Demo:
         return table
 
 
-async def admin_key(settings: Settings) -> str:
-    """A fresh admin key for the demo (where the database is reachable, as `keys create`)."""
-    pool = await create_pool(settings)
-    try:
-        return await create_key(pool, Scope.ADMIN, label="demo")
-    finally:
-        await pool.close()
-
-
 def main() -> int:
     """Set up, play the scenarios, then keep traffic flowing until Ctrl-C (unless --once)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="play the scenarios once and exit")
     options = parser.parse_args()
     settings = load_settings("pursestrings-demo")
-    api = ApiClient(key=asyncio.run(admin_key(settings)))
+    api = ApiClient(key=asyncio.run(create_key_once(settings, Scope.ADMIN, label="demo")))
     demo = Demo(api, settings)
     demo.setup(uuid.uuid4().hex[:6])
     console = Console()

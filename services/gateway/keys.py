@@ -14,6 +14,9 @@ from enum import StrEnum
 
 import asyncpg
 
+from services.platform.postgres import create_pool
+from services.platform.settings import Settings
+
 PREFIX = "ps"
 
 
@@ -54,6 +57,15 @@ async def create_key(pool: asyncpg.Pool, scope: Scope, wallet_id: str | None = N
         key_id, _hash(secret), scope.value, wallet_id, label,
     )  # fmt: skip
     return f"{PREFIX}_{key_id}_{secret}"
+
+
+async def create_key_once(settings: Settings, scope: Scope, wallet_id: str | None = None, label: str = "") -> str:
+    """`create_key` on a pool of its own, closed after: for a program that needs one key and no pool."""
+    pool = await create_pool(settings)
+    try:
+        return await create_key(pool, scope, wallet_id, label)
+    finally:
+        await pool.close()
 
 
 async def authenticate(pool: asyncpg.Pool, presented: str) -> ApiKey | None:

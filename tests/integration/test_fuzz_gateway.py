@@ -22,7 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.gateway.keys import Scope, create_key
+from services.gateway.keys import Scope, create_key_once
 from services.gateway.signatures import STRIPE_HEADER, sign_lithic, sign_stripe
 from services.gateway.simulator import (
     generic_authorization_request,
@@ -30,7 +30,6 @@ from services.gateway.simulator import (
     stripe_authorization_request,
     stripe_capture,
 )
-from services.platform.postgres import create_pool
 from services.platform.settings import Settings
 from tests.support.infra import free_port
 from tests.support.processes import running, service_env
@@ -76,15 +75,7 @@ def stack(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         running("services.authorizer", env, logs / "authorizer.log", f"http://127.0.0.1:{authorizer_health}/healthz"),
         running("services.gateway", env, logs / "gateway.log", health_url=f"{url}/healthz"),
     ):
-        yield Stack(url, asyncio.run(_admin_key(module_settings)), logs)
-
-
-async def _admin_key(settings: Settings) -> str:
-    pool = await create_pool(settings)
-    try:
-        return await create_key(pool, Scope.ADMIN, label="fuzz")
-    finally:
-        await pool.close()
+        yield Stack(url, asyncio.run(create_key_once(module_settings, Scope.ADMIN, label="fuzz")), logs)
 
 
 # ───────────────────────────── mutations of valid bodies ─────────────────────────────
