@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -17,6 +19,17 @@ from pydantic import SecretStr
 from services.platform.kafka import delete_topics_with_prefix
 from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings
+
+
+def service_command(module: str, profile: Path | None = None) -> list[str]:
+    """`python -m <module>`; with `profile`, under py-spy (a dev dependency), which writes the
+    process's folded stacks there when it ends.
+    """
+    command = [sys.executable, "-m", module]
+    if profile is None:
+        return command
+    profiler = Path(sys.executable).with_name("py-spy")
+    return [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(profile), "--", *command]
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._infra import fresh_database, process
+from bench._infra import fresh_database, process, service_command
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.money import Money
@@ -160,14 +160,11 @@ async def _measure() -> dict[str, Any]:
         with process([*worker, "naive", bench_in, bench_out], settings):
             await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "nw"), None)
             results["naive"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS // 8, "n"), None)
-        command = [sys.executable, "-m", "services.authorizer"]
-        if PROFILE:
-            # A sampling profile of the authorizer process only (py-spy, a dev dependency).
-            profiler = Path(sys.executable).with_name("py-spy")
-            command = [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(PROFILE), "--",
-                       *command]  # fmt: skip
         topics = (requests_topic, decisions_topic)
-        with process(command, settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0") as log:
+        # With BENCH_PROFILE, a sampling profile of the authorizer process only.
+        with process(
+            service_command("services.authorizer", PROFILE), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
+        ) as log:
             await _drive(settings, *topics, _requests(WARM_UP, "w"), None)
             results["authorizer"] = await _drive(settings, *topics, _requests(REQUESTS, "a"), None)
             paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "l")

@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bench._infra import fresh_database, process
+from bench._infra import fresh_database, process, service_command
 from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
 from services.platform.kafka import ensure_topics, project_topics
@@ -152,8 +151,8 @@ async def _measure() -> dict[str, Any]:
         key = await create_key_once(settings, Scope.ADMIN, label="bench")
         env = _env(settings)
         with (
-            process([sys.executable, "-m", "services.authorizer"], settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"),
-            process(_gateway_command(), settings, **env),
+            process(service_command("services.authorizer"), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"),
+            process(service_command("services.gateway", PROFILE), settings, **env),
         ):
             limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
             async with httpx.AsyncClient(
@@ -165,15 +164,6 @@ async def _measure() -> dict[str, Any]:
                 measured = await _load(settings, RATE_PER_S * SECONDS, "a")
                 measured["gateway_own_answer_seconds"] = _answer_seconds((await client.get("/metrics")).text)
         return measured
-
-
-def _gateway_command() -> list[str]:
-    """`python -m services.gateway`, under py-spy when BENCH_PROFILE is set (gateway-profile.txt)."""
-    command = [sys.executable, "-m", "services.gateway"]
-    if not PROFILE:
-        return command
-    profiler = Path(sys.executable).with_name("py-spy")
-    return [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(PROFILE), "--", *command]
 
 
 def _answer_seconds(metrics: str) -> dict[str, float]:
