@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,9 +34,17 @@ def service_command(module: str, profile: Path | None = None) -> list[str]:
     return [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(profile), "--", *command]
 
 
+@dataclass
+class Running:
+    """A system under test while it runs: its process id, and its log lines once it has ended."""
+
+    pid: int
+    lines: list[str] = field(default_factory=list)
+
+
 @contextmanager
-def process(command: list[str], settings: Settings, **env: str) -> Iterator[list[str]]:
-    """Run `command` with the bench's settings in its environment; yield its log lines at exit."""
+def process(command: list[str], settings: Settings, **env: str) -> Iterator[Running]:
+    """Run `command` with the bench's settings in its environment; its log lines fill in at exit."""
     environment = os.environ | {
         "PURSESTRINGS_DATABASE_URL": settings.database_url.get_secret_value(),
         "PURSESTRINGS_TOPIC_PREFIX": settings.topic_prefix,
@@ -46,9 +56,9 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[list
     # Output goes to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty process.
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603 - our own modules
-        lines: list[str] = []
+        running = Running(process.pid)
         try:
-            yield lines
+            yield running
         finally:
             if command[0].endswith("py-spy"):
                 # The profiler writes its output once the profiled process ends: stop that one.
@@ -57,7 +67,81 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[list
                 process.send_signal(signal.SIGTERM)
             process.wait(timeout=180)  # an overloaded gateway has expiries to publish before it stops
             output.seek(0)
-            lines += output.read().decode(errors="replace").splitlines()
+            running.lines += output.read().decode(errors="replace").splitlines()
+
+
+# Who spends the machine's CPU during a measurement: the systems under test (and their children,
+# a profiler's say), Postgres, Kafka, and the load generator (this process, or vegeta).
+CPU_ROLES = ("system", "postgres", "kafka", "driver")
+
+
+def cpu_seconds(systems: list[Running]) -> dict[tuple[str, int], float]:
+    """CPU seconds (user + kernel) each live process has used so far, by role and process id, from
+    /proc; waited-for children (vegeta, once ended) under ("driver", 0).
+
+    On a machine whose two cores the broker, Postgres, the load generator and the system share,
+    throughput and latency move with whatever else runs; CPU time per request moves far less, and
+    says where a request's cost is paid.
+    """
+    processes = _processes()
+    ours = {running.pid for running in systems}
+    while more := {pid for pid, seen in processes.items() if seen.parent in ours} - ours:
+        ours |= more  # every descendant of a system under test (a profiler's child) is part of it
+    used = {}
+    for pid, seen in processes.items():
+        role = "system" if pid in ours else _role(pid, seen)
+        if role is not None:
+            used[(role, pid)] = seen.seconds
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used[("driver", 0)] = children.ru_utime + children.ru_stime
+    return used
+
+
+def cpu_us_per_request(
+    before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], requests: int
+) -> dict[str, float]:
+    """CPU microseconds per request by role between two `cpu_seconds` readings. A process that
+    ended in between (an autovacuum worker) is left out; one that started counts from zero.
+    """
+    spent = dict.fromkeys(CPU_ROLES, 0.0)
+    for (role, pid), seconds in after.items():
+        spent[role] += seconds - before.get((role, pid), 0.0)
+    return {role: round(seconds * 1e6 / max(requests, 1), 1) for role, seconds in spent.items()}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    comm: str
+    parent: int
+    seconds: float
+    cmdline: bytes
+
+
+def _processes() -> dict[int, _Seen]:
+    tick = os.sysconf("SC_CLK_TCK")
+    seen = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        # pid (comm) state ppid ... utime stime: comm may hold spaces, so split after its ')'.
+        rest = stat[stat.rindex(")") + 2 :].split()
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        seen[int(entry.name)] = _Seen(comm, int(rest[1]), (int(rest[11]) + int(rest[12])) / tick, cmdline)
+    return seen
+
+
+def _role(pid: int, seen: _Seen) -> str | None:
+    if seen.comm == "postgres":
+        return "postgres"
+    if seen.comm == "java" and b"kafka" in seen.cmdline:
+        return "kafka"
+    if pid == os.getpid() or seen.comm == "vegeta":
+        return "driver"
+    return None
 
 
 @asynccontextmanager

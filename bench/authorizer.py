@@ -19,10 +19,11 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench._infra import fresh_database, process, service_command
+from bench._infra import Running, cpu_seconds, cpu_us_per_request, fresh_database, process, service_command
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.money import Money
@@ -61,10 +62,28 @@ def _requests(count: int, tag: str) -> list[tuple[str, bytes, bytes]]:
     return rows
 
 
+def _paced(tag: str) -> tuple[list[tuple[str, bytes, bytes]], float]:
+    """Requests to send at 5,000/s, and that rate."""
+    return _requests(PACED_RATE_PER_S * PACED_SECONDS, tag), PACED_RATE_PER_S
+
+
+def _light(tag: str) -> tuple[list[tuple[str, bytes, bytes]], float]:
+    """Requests to send at 1,000/s, and that rate."""
+    return _requests(LIGHT_RATE_PER_S * PACED_SECONDS, tag), LIGHT_RATE_PER_S
+
+
 async def _drive(
-    settings: Settings, source: str, sink: str, requests: list[tuple[str, bytes, bytes]], rate_per_s: float | None
-) -> dict[str, float]:
-    """Send `requests` (paced or flat out) and time each answer on `sink`; return rate and latency."""
+    settings: Settings,
+    source: str,
+    sink: str,
+    requests: list[tuple[str, bytes, bytes]],
+    rate_per_s: float | None,
+    *,
+    system: Running,
+) -> dict[str, Any]:
+    """Send `requests` (paced or flat out) and time each answer on `sink`; return rate, latency and
+    CPU time per request of `system`, Postgres, Kafka and this driver.
+    """
     sent: dict[str, int] = {}
     latencies_us: list[float] = []
     consumer = create_consumer(settings, [sink], group_id=f"bench-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest")
@@ -83,6 +102,7 @@ async def _drive(
                         latencies_us.append((received - sent.pop(auth)) / 1000)
 
     collector = asyncio.create_task(collect())
+    cpu_before = cpu_seconds([system])
     started = time.perf_counter()
     for index, (auth, key, value) in enumerate(requests):
         if rate_per_s is not None:
@@ -92,6 +112,7 @@ async def _drive(
     await producer.flush()
     await asyncio.wait_for(collector, timeout=300)
     elapsed = time.perf_counter() - started
+    cpu = cpu_us_per_request(cpu_before, cpu_seconds([system]), len(requests))
     await producer.stop()
     await consumer.stop()
     ordered = sorted(latencies_us)
@@ -100,6 +121,7 @@ async def _drive(
         "p50_ms": ordered[len(ordered) // 2] / 1000,
         "p99_ms": ordered[int(len(ordered) * 0.99)] / 1000,
         "mean_ms": statistics.fmean(ordered) / 1000,
+        "cpu_us_per_request": cpu,
     }
 
 
@@ -149,30 +171,28 @@ async def _measure() -> dict[str, Any]:
         decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
         bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
         worker = [sys.executable, "-m", "bench._worker"]
-        with process([*worker, "passthrough", bench_in, bench_out], settings):
-            await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "pw"), None)
-            results["passthrough"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS, "p"), None)
-            light = _requests(LIGHT_RATE_PER_S * PACED_SECONDS, "pm")
-            results["passthrough_light"] = await _drive(settings, bench_in, bench_out, light, LIGHT_RATE_PER_S)
+        with process([*worker, "passthrough", bench_in, bench_out], settings) as system:
+            drive = partial(_drive, settings, bench_in, bench_out, system=system)
+            await drive(_requests(WARM_UP, "pw"), None)
+            results["passthrough"] = await drive(_requests(REQUESTS, "p"), None)
+            results["passthrough_light"] = await drive(*_light("pm"))
             # What the driver itself can offer at 5,000/s, against a system that adds almost nothing.
-            paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "pp")
-            results["passthrough_paced"] = await _drive(settings, bench_in, bench_out, paced, PACED_RATE_PER_S)
-        with process([*worker, "naive", bench_in, bench_out], settings):
-            await _drive(settings, bench_in, bench_out, _requests(WARM_UP, "nw"), None)
-            results["naive"] = await _drive(settings, bench_in, bench_out, _requests(REQUESTS // 8, "n"), None)
-        topics = (requests_topic, decisions_topic)
+            results["passthrough_paced"] = await drive(*_paced("pp"))
+        with process([*worker, "naive", bench_in, bench_out], settings) as system:
+            drive = partial(_drive, settings, bench_in, bench_out, system=system)
+            await drive(_requests(WARM_UP, "nw"), None)
+            results["naive"] = await drive(_requests(REQUESTS // 8, "n"), None)
         # With BENCH_PROFILE, a sampling profile of the authorizer process only.
         with process(
             service_command("services.authorizer", PROFILE), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
-        ) as log:
-            await _drive(settings, *topics, _requests(WARM_UP, "w"), None)
-            results["authorizer"] = await _drive(settings, *topics, _requests(REQUESTS, "a"), None)
-            paced = _requests(PACED_RATE_PER_S * PACED_SECONDS, "l")
-            results["authorizer_paced"] = await _drive(settings, *topics, paced, PACED_RATE_PER_S)
+        ) as system:
+            drive = partial(_drive, settings, requests_topic, decisions_topic, system=system)
+            await drive(_requests(WARM_UP, "w"), None)
+            results["authorizer"] = await drive(_requests(REQUESTS, "a"), None)
+            results["authorizer_paced"] = await drive(*_paced("l"))
             # Latency below saturation too: at 5,000/s a slower system measures its queue, not itself.
-            light = _requests(LIGHT_RATE_PER_S * PACED_SECONDS, "m")
-            results["authorizer_light"] = await _drive(settings, *topics, light, LIGHT_RATE_PER_S)
-        results["authorizer_stage_seconds_whole_run"] = _stage_seconds(log)
+            results["authorizer_light"] = await drive(*_light("m"))
+        results["authorizer_stage_seconds_whole_run"] = _stage_seconds(system.lines)
     return results
 
 
@@ -197,6 +217,10 @@ def main() -> None:
         "passthrough_achieved_paced_per_s": round(results["passthrough_paced"]["per_s"]),
         "passthrough_p50_ms_at_1k": round(results["passthrough_light"]["p50_ms"], 2),
         "passthrough_p99_ms_at_1k": round(results["passthrough_light"]["p99_ms"], 2),
+        # CPU per request flat out, by who spends it (steadier than rates on a shared machine).
+        "cpu_us_per_decision": results["authorizer"]["cpu_us_per_request"],
+        "cpu_us_per_passthrough": results["passthrough"]["cpu_us_per_request"],
+        "cpu_us_per_naive": results["naive"]["cpu_us_per_request"],
         "cores": os.cpu_count(),
         "requests": REQUESTS,
         "details": results,

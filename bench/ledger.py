@@ -58,9 +58,11 @@ async def _measure() -> dict[str, Any]:
                   topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix))  # fmt: skip
         # Each request once (bench/authorizer sends each twice, to exercise the repeat path).
         warm_up, measured = _requests(WARM_UP, "w")[::2], _requests(REQUESTS, "a")[::2]
-        with process([sys.executable, "-m", "services.authorizer"], settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"):
-            await _drive(settings, *topics, warm_up, None)
-            authorizer = await _drive(settings, *topics, measured, None)
+        with process(
+            [sys.executable, "-m", "services.authorizer"], settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
+        ) as system:
+            await _drive(settings, *topics, warm_up, None, system=system)
+            authorizer = await _drive(settings, *topics, measured, None, system=system)
         expected = len(warm_up) + len(measured)
         with process([sys.executable, "-m", "services.ledger"], settings, PURSESTRINGS_LEDGER_HEALTH_PORT="0"):
             ledger = await _ledger_rate(settings.database_url.get_secret_value(), expected)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bench._infra import fresh_database, process, service_command
+from bench._infra import cpu_seconds, cpu_us_per_request, fresh_database, process, service_command
 from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
 from services.platform.kafka import ensure_topics, project_topics
@@ -151,9 +151,12 @@ async def _measure() -> dict[str, Any]:
         key = await create_key_once(settings, Scope.ADMIN, label="bench")
         env = _env(settings)
         with (
-            process(service_command("services.authorizer"), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"),
-            process(service_command("services.gateway", PROFILE), settings, **env),
+            process(
+                service_command("services.authorizer"), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
+            ) as authorizer,
+            process(service_command("services.gateway", PROFILE), settings, **env) as gateway,
         ):
+            systems = {"gateway": gateway, "authorizer": authorizer}
             limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{settings.gateway_port}", limits=limits, timeout=10
@@ -161,7 +164,13 @@ async def _measure() -> dict[str, Any]:
                 await _ready(client)
                 await _cards(client, key)
                 await _load(settings, RATE_PER_S, "warm")  # connections open, caches warm
+                before = {name: cpu_seconds([system]) for name, system in systems.items()}
                 measured = await _load(settings, RATE_PER_S * SECONDS, "a")
+                # CPU per request: the gateway's and the authorizer's own, and Postgres, Kafka and vegeta.
+                measured["cpu_us_per_request"] = {
+                    name: cpu_us_per_request(before[name], cpu_seconds([system]), measured["requests"])
+                    for name, system in systems.items()
+                }
                 measured["gateway_own_answer_seconds"] = _answer_seconds((await client.get("/metrics")).text)
         return measured
 

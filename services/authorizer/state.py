@@ -238,8 +238,7 @@ def set_hold(state: WalletState, authorization_id: str, hold: Hold | None) -> Wa
     for change, sign in ((old, -1), (hold, 1)):
         if change is None:
             continue
-        scopes = ["wallet", f"card:{change.card_id}"] + ([f"trace:{change.trace_id}"] if change.trace_id else [])
-        for scope in scopes:
+        for scope in _hold_scopes(change):
             held[scope] = held.get(scope, 0) + sign * change.amount_minor
     holds = as_map(state.holds)
     if hold is None:
@@ -280,6 +279,22 @@ def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) 
 def as_map(mapping: Mapping[str, Any]) -> Map[str, Any]:
     """`mapping` as a persistent map (states built by hand or loaded from JSON start as dicts)."""
     return mapping if isinstance(mapping, Map) else Map(mapping)
+
+
+def _hold_scopes(hold: Hold) -> tuple[str, ...]:
+    """The scopes whose held total a hold counts in."""
+    if hold.trace_id:
+        return ("wallet", f"card:{hold.card_id}", f"trace:{hold.trace_id}")
+    return ("wallet", f"card:{hold.card_id}")
+
+
+def held_sums(holds: Mapping[str, Hold]) -> dict[str, int]:
+    """The running totals of `holds` by scope, as `WalletState.held` keeps them (zeros left out)."""
+    sums: dict[str, int] = {}
+    for hold in holds.values():
+        for scope in _hold_scopes(hold):
+            sums[scope] = sums.get(scope, 0) + hold.amount_minor
+    return {scope: total for scope, total in sums.items() if total}
 
 
 def rolling_sums(recent: tuple[Posting, ...]) -> dict[str, int]:

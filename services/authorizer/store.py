@@ -21,10 +21,15 @@ from pydantic import TypeAdapter
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
-from services.authorizer.state import ROLLING_WINDOW, Hold, Posting, WalletState, rolling_sums
+from services.authorizer.state import ROLLING_WINDOW, Hold, Posting, WalletState, held_sums, rolling_sums
 
 TopicPartition = tuple[str, int]
 _STATE = TypeAdapter(WalletState)
+# What a wallet's snapshot leaves out: rows of their own (holds, postings, decisions), or sums of
+# those rows rebuilt on load (`held`, `rolling`). A batch that changed none of the other fields
+# (most batches of authorizations: they only place holds) writes no snapshot for the wallet.
+_OUTSIDE_SNAPSHOT: dict[str, Any] = {"holds": {}, "held": {}, "recent": (), "rolling": {}, "decisions": {}}
+_SNAPSHOT_FIELDS = tuple(name for name in WalletState.__dataclass_fields__ if name not in _OUTSIDE_SNAPSHOT)
 # Postings are loaded this far past the rolling window, so a clock a little behind the loading
 # instance's still sees every posting it needs; the first decision prunes the rest.
 _POSTINGS_MARGIN = timedelta(hours=1)
@@ -147,10 +152,11 @@ class Store:
         states = {}
         for row in snapshots:
             wallet_id = row["wallet_id"]
-            postings = tuple(recent.get(wallet_id, ()))
+            postings, open_holds = tuple(recent.get(wallet_id, ())), holds.get(wallet_id, {})
             states[wallet_id] = replace(
                 _STATE.validate_json(row["state"]),
-                holds=Map(holds.get(wallet_id, {})),
+                holds=Map(open_holds),
+                held=held_sums(open_holds),
                 recent=postings,
                 rolling=rolling_sums(postings),
             )
@@ -285,8 +291,9 @@ def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
     snapshots, upserts, deletes, postings = [], [], [], []
     for wallet_id, state in effects.wallets.items():
         before = effects.previous.get(wallet_id)
-        core = replace(state, holds={}, recent=(), rolling={}, decisions={})
-        snapshots.append((wallet_id, _STATE.dump_json(core).decode(), state.earliest_hold_expiry))
+        if not _snapshot_unchanged(before, state):
+            core = state.evolve(**_OUTSIDE_SNAPSHOT)
+            snapshots.append((wallet_id, _STATE.dump_json(core).decode(), state.earliest_hold_expiry))
         old_holds: Any = {} if before is None else before.holds
         if state.holds is not old_holds:
             upserts += [(wallet_id, hold) for key, hold in state.holds.items() if old_holds.get(key) is not hold]
@@ -305,6 +312,13 @@ def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
         ),
         *_transpose([(w, p.posting_id, p.at, p.card_id, p.trace_id, p.amount_minor) for w, p in postings], 6),
     )  # fmt: skip
+
+
+def _snapshot_unchanged(before: WalletState | None, state: WalletState) -> bool:
+    """True when every snapshot field of `state` is the very value `before` had (states are frozen:
+    a change is always a new value, so identity is enough and costs nothing to check).
+    """
+    return before is not None and all(getattr(state, name) is getattr(before, name) for name in _SNAPSHOT_FIELDS)
 
 
 async def _write_directory(connection: asyncpg.Connection, event: CardCreated | WalletCreated | StatusChanged) -> None:

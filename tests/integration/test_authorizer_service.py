@@ -232,11 +232,11 @@ async def test_holds_of_an_idle_wallet_expire_without_any_new_message(
     finally:
         task.cancel()
         await authorizer.stop()
-    held = await pool.fetchval("SELECT state->'held' FROM authorizer.wallet_state WHERE wallet_id = $1", WALLET)
+    due = await pool.fetchval("SELECT earliest_hold_expiry FROM authorizer.wallet_state WHERE wallet_id = $1", WALLET)
     rows = await pool.fetchval("SELECT count(*) FROM authorizer.holds WHERE wallet_id = $1", WALLET)
-    assert ([(e.type, e.issuer_authorization_id, e.cause) for e in expired], held, rows) == (
+    assert ([(e.type, e.issuer_authorization_id, e.cause) for e in expired], due, rows) == (
         [("authorization_expired", "idle-0", "hold_timeout")],
-        "{}",
+        None,
         0,
     )
 

@@ -13,7 +13,7 @@ from schemas.policies import CardCaps, WalletCaps
 from services.authorizer.domain import Inbound
 from services.authorizer.state import WalletState
 from services.authorizer.store import BatchEffects, Store
-from tests.support.builders import cleared, refund, request, reversed_, run_on, usd, wallet
+from tests.support.builders import CARD, cleared, refund, request, reversed_, run_on, usd, wallet
 from tests.support.samples import NOW
 
 
@@ -44,6 +44,26 @@ async def test_a_wallet_reads_back_as_it_was_written(pool: asyncpg.Pool) -> None
     holds = await pool.fetch("SELECT authorization_id, amount_minor FROM authorizer.holds ORDER BY 1")
     assert ([tuple(row) for row in holds], _without_memory_only(loaded)) == (
         [("a2", 1_500)],
+        _without_memory_only(second),
+    )
+
+
+async def test_a_batch_that_only_places_holds_leaves_the_snapshot_and_still_reads_back(pool: asyncpg.Pool) -> None:
+    """Holds and their totals are rows and sums of rows: a batch of approvals rewrites no snapshot
+    (the row's version is the same), and the wallet reads back with the new holds counted.
+    """
+    store = Store(pool, "group-store-holds")
+    empty = wallet(WalletCaps(rolling_24h=usd(10_000)))
+    first = _after(empty, request(1_000, auth="h1", deadline_at=NOW + timedelta(hours=1)))
+    await store.commit(BatchEffects(wallets={first.wallet_id: first}, previous={first.wallet_id: None}), {})
+    version = "SELECT xmin::text FROM authorizer.wallet_state WHERE wallet_id = $1"
+    before = await pool.fetchval(version, first.wallet_id)
+    second = _after(first, request(2_000, auth="h2", deadline_at=NOW + timedelta(hours=1)))
+    await store.commit(BatchEffects(wallets={first.wallet_id: second}, previous={first.wallet_id: first}), {})
+    loaded = (await store.load_wallets([first.wallet_id], NOW))[first.wallet_id]
+    assert (await pool.fetchval(version, first.wallet_id), loaded.held, _without_memory_only(loaded)) == (
+        before,
+        {"wallet": 3_000, f"card:{CARD}": 3_000},
         _without_memory_only(second),
     )
 

@@ -140,8 +140,18 @@ def run(
     events: list[Any] = []
     for message in messages:
         produced, state = decide(state, message, at, rates)
-        events += produced
+        events += [valid(event) for event in produced]
     return events, state
+
+
+def valid(event: Any) -> Any:
+    """`event`, after checking it passes its model's validation: the authorizer builds decisions
+    without re-validating them (schemas/trusted.py), so every test decision is validated here.
+    """
+    again = type(event).model_validate(event.model_dump())
+    if again != event:
+        raise AssertionError(f"{event!r} does not survive validation: {again!r}")
+    return event
 
 
 # Re-exported so authorizer tests take every default from one place.

@@ -20,7 +20,19 @@ from schemas.wallet import BindTrace, FreezeCard, UnfreezeCard
 from services.authorizer.decide import applicable_caps
 from services.authorizer.domain import Inbound, decide
 from services.authorizer.state import WalletState
-from tests.support.builders import CARD, NOW, cleared, command_fields, expired, refund, request, reversed_, usd, wallet
+from tests.support.builders import (
+    CARD,
+    NOW,
+    cleared,
+    command_fields,
+    expired,
+    refund,
+    request,
+    reversed_,
+    usd,
+    valid,
+    wallet,
+)
 
 operations = st.lists(
     st.one_of(
@@ -135,6 +147,7 @@ def _replay(ops: list[tuple[Any, ...]]) -> Iterator[Step]:
             continue
         events, after = decide(state, message, now)
         assert after is not None
+        events = tuple(valid(event) for event in events)
         applied = Step(operation, state, after, events, now)
         approved += applied.new_approvals()
         state = after
