@@ -478,6 +478,7 @@ class Authorizer:
             if self._settled_without_deciding(message, effects, seen, now):
                 continue
             events, state = decide(states.get(message.wallet_id), message, now, self._rates)
+            effects.name(message.wallet_id, getattr(message, "issuer_authorization_id", None))
             if state is not None:
                 states[message.wallet_id] = state
                 effects.wallets[message.wallet_id] = state
@@ -522,6 +523,7 @@ class Authorizer:
 
     def _emit(self, effects: BatchEffects, event: Outbound, state: WalletState | None = None) -> None:
         topic = topic_name(OUTPUT_TOPIC[event.type], self._settings.topic_prefix)
+        effects.name(event.wallet_id, getattr(event, "issuer_authorization_id", None))  # an expiry, say
         payload = None
         if isinstance(event, AuthorizationDecided):
             # The state keeps each decision's JSON: reuse it rather than serialize it again.

@@ -10,6 +10,7 @@ is a small JSON snapshot (cards, caps, running totals) plus rows for its open ho
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,8 +23,10 @@ from pydantic import TypeAdapter
 from schemas.authorizations import AuthorizationDecided
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
 from services.authorizer.state import ROLLING_WINDOW, Hold, Posting, WalletState, held_sums, rolling_sums
+from services.platform.logging import get_logger
 
 TopicPartition = tuple[str, int]
+_log = get_logger("authorizer.store")
 _STATE = TypeAdapter(WalletState)
 # What a wallet's snapshot leaves out: rows of their own (holds, postings, decisions), or sums of
 # those rows rebuilt on load (`held`, `rolling`). A batch that changed none of the other fields
@@ -97,6 +100,15 @@ class BatchEffects:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     published: list[int] = field(default_factory=list)  # outbox rows sent since the last commit
     applied_events: list[tuple[UUID, str]] = field(default_factory=list)  # issuer events, by id and wallet
+    # The issuer authorization ids each wallet's messages and events of the batch named: a hold
+    # changes only through one of them (a request, a lifecycle event, an expiry), so only these are
+    # compared with the state before, not every open hold of the wallet (see `_hold_changes`).
+    named: dict[str, set[str]] = field(default_factory=dict)
+
+    def name(self, wallet_id: str, authorization_id: str | None) -> None:
+        """Note that the batch's messages or events named `authorization_id` in `wallet_id`."""
+        if authorization_id is not None:
+            self.named.setdefault(wallet_id, set()).add(authorization_id)
 
 
 class Store:
@@ -294,10 +306,9 @@ def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
         if not _snapshot_unchanged(before, state):
             core = state.evolve(**_OUTSIDE_SNAPSHOT)
             snapshots.append((wallet_id, _STATE.dump_json(core).decode(), state.earliest_hold_expiry))
-        old_holds: Any = {} if before is None else before.holds
-        if state.holds is not old_holds:
-            upserts += [(wallet_id, hold) for key, hold in state.holds.items() if old_holds.get(key) is not hold]
-            deletes += [(wallet_id, key) for key in old_holds if key not in state.holds]
+        placed, ended = _hold_changes(before, state, effects.named.get(wallet_id, set()))
+        upserts += [(wallet_id, hold) for hold in placed]
+        deletes += [(wallet_id, key) for key in ended]
         old_recent = () if before is None else before.recent
         if state.recent is not old_recent:
             known = {posting.posting_id for posting in old_recent}
@@ -312,6 +323,37 @@ def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
         ),
         *_transpose([(w, p.posting_id, p.at, p.card_id, p.trace_id, p.amount_minor) for w, p in postings], 6),
     )  # fmt: skip
+
+
+def _hold_changes(before: WalletState | None, state: WalletState, named: set[str]) -> tuple[list[Hold], list[str]]:
+    """The holds placed or resized, and the ids of holds ended, between `before` and `state`.
+
+    Only the `named` authorizations are compared: a wallet may hold thousands of open holds, and a
+    batch changes a few. The count and the wallet's held total are checked against what the named
+    changes add up to; if they disagree (a hold changed that no message named: a bug), every hold
+    is compared instead, and the miss is logged.
+    """
+    old_holds: Mapping[str, Hold] = {} if before is None else before.holds
+    if state.holds is old_holds:
+        return [], []
+    placed, ended, count, total = [], [], len(old_holds), 0 if before is None else before.held.get("wallet", 0)
+    for key in named:
+        old, new = old_holds.get(key), state.holds.get(key)
+        if new is old:
+            continue
+        count += (new is not None) - (old is not None)
+        total += (0 if new is None else new.amount_minor) - (0 if old is None else old.amount_minor)
+        if new is None:
+            ended.append(key)
+        else:
+            placed.append(new)
+    if count == len(state.holds) and total == state.held.get("wallet", 0):
+        return placed, ended
+    _log.error("hold_changes_unnamed", wallet_id=state.wallet_id, named=len(named))
+    return (
+        [hold for key, hold in state.holds.items() if old_holds.get(key) is not hold],
+        [key for key in old_holds if key not in state.holds],
+    )
 
 
 def _snapshot_unchanged(before: WalletState | None, state: WalletState) -> bool:

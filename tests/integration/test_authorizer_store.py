@@ -21,6 +21,13 @@ def _after(state: WalletState, *messages: Inbound) -> WalletState:
     return run_on(state, *messages)[1]
 
 
+def _batch(before: WalletState | None, after: WalletState, *named: str) -> BatchEffects:
+    """One wallet's batch, naming the authorizations its messages named (as the runtime does)."""
+    return BatchEffects(
+        wallets={after.wallet_id: after}, previous={after.wallet_id: before}, named={after.wallet_id: set(named)}
+    )
+
+
 def _without_memory_only(state: WalletState) -> WalletState:
     """What Postgres keeps: everything but the decisions (Postgres has them in their own table)."""
     return replace(state, decisions={})
@@ -37,9 +44,9 @@ async def test_a_wallet_reads_back_as_it_was_written(pool: asyncpg.Pool) -> None
         request(3_000, auth="a3", deadline_at=NOW + timedelta(hours=1)),
         cleared("a1", 900),
     )
-    await store.commit(BatchEffects(wallets={first.wallet_id: first}, previous={first.wallet_id: None}), {})
+    await store.commit(_batch(None, first, "a1", "a2", "a3"), {})
     second = _after(first, reversed_("a2", 500), cleared("a3", 3_000), refund(200, auth="a1"))
-    await store.commit(BatchEffects(wallets={first.wallet_id: second}, previous={first.wallet_id: first}), {})
+    await store.commit(_batch(first, second, "a1", "a2", "a3"), {})
     loaded = (await store.load_wallets([first.wallet_id], NOW))[first.wallet_id]
     holds = await pool.fetch("SELECT authorization_id, amount_minor FROM authorizer.holds ORDER BY 1")
     assert ([tuple(row) for row in holds], _without_memory_only(loaded)) == (
@@ -55,15 +62,32 @@ async def test_a_batch_that_only_places_holds_leaves_the_snapshot_and_still_read
     store = Store(pool, "group-store-holds")
     empty = wallet(WalletCaps(rolling_24h=usd(10_000)))
     first = _after(empty, request(1_000, auth="h1", deadline_at=NOW + timedelta(hours=1)))
-    await store.commit(BatchEffects(wallets={first.wallet_id: first}, previous={first.wallet_id: None}), {})
+    await store.commit(_batch(None, first, "h1"), {})
     version = "SELECT xmin::text FROM authorizer.wallet_state WHERE wallet_id = $1"
     before = await pool.fetchval(version, first.wallet_id)
     second = _after(first, request(2_000, auth="h2", deadline_at=NOW + timedelta(hours=1)))
-    await store.commit(BatchEffects(wallets={first.wallet_id: second}, previous={first.wallet_id: first}), {})
+    await store.commit(_batch(first, second, "h2"), {})
     loaded = (await store.load_wallets([first.wallet_id], NOW))[first.wallet_id]
     assert (await pool.fetchval(version, first.wallet_id), loaded.held, _without_memory_only(loaded)) == (
         before,
         {"wallet": 3_000, f"card:{CARD}": 3_000},
+        _without_memory_only(second),
+    )
+
+
+async def test_a_hold_no_message_named_is_still_written(pool: asyncpg.Pool) -> None:
+    """Only the named authorizations are compared; if the counts disagree (a hold changed that no
+    message named), every hold is compared instead and nothing is lost.
+    """
+    store = Store(pool, "group-store-unnamed")
+    first = _after(wallet(WalletCaps(rolling_24h=usd(10_000))), request(1_000, auth="u1"), request(500, auth="u2"))
+    await store.commit(_batch(None, first, "u1"), {})
+    second = _after(first, reversed_("u1", 1_000), request(700, auth="u3"))
+    await store.commit(_batch(first, second, "u3"), {})
+    loaded = (await store.load_wallets([first.wallet_id], NOW))[first.wallet_id]
+    holds = await pool.fetch("SELECT authorization_id, amount_minor FROM authorizer.holds ORDER BY 1")
+    assert ([tuple(row) for row in holds], _without_memory_only(loaded)) == (
+        [("u2", 500), ("u3", 700)],
         _without_memory_only(second),
     )
 
