@@ -70,26 +70,25 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[Runn
             running.lines += output.read().decode(errors="replace").splitlines()
 
 
-# Who spends the machine's CPU during a measurement: the systems under test (and their children,
-# a profiler's say), Postgres, Kafka, and the load generator (this process, or vegeta).
-CPU_ROLES = ("system", "postgres", "kafka", "driver")
-
-
-def cpu_seconds(systems: list[Running]) -> dict[tuple[str, int], float]:
+def cpu_seconds(systems: dict[str, Running]) -> dict[tuple[str, int], float]:
     """CPU seconds (user + kernel) each live process has used so far, by role and process id, from
-    /proc; waited-for children (vegeta, once ended) under ("driver", 0).
+    /proc: each system under test (with its descendants, a profiler's child say) under its name,
+    Postgres's under "postgres", the broker's under "kafka", the load generator's (this process,
+    or vegeta) under "driver"; waited-for children (vegeta, once ended) under ("driver", 0).
 
     On a machine whose two cores the broker, Postgres, the load generator and the system share,
     throughput and latency move with whatever else runs; CPU time per request moves far less, and
     says where a request's cost is paid.
     """
     processes = _processes()
-    ours = {running.pid for running in systems}
-    while more := {pid for pid, seen in processes.items() if seen.parent in ours} - ours:
-        ours |= more  # every descendant of a system under test (a profiler's child) is part of it
+    role_of = {running.pid: name for name, running in systems.items()}
+    while more := {
+        pid: role_of[seen.parent] for pid, seen in processes.items() if seen.parent in role_of and pid not in role_of
+    }:
+        role_of |= more  # a descendant of a system under test is part of it
     used = {}
     for pid, seen in processes.items():
-        role = "system" if pid in ours else _role(pid, seen)
+        role = role_of.get(pid) or _role(pid, seen)
         if role is not None:
             used[(role, pid)] = seen.seconds
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -103,9 +102,9 @@ def cpu_us_per_request(
     """CPU microseconds per request by role between two `cpu_seconds` readings. A process that
     ended in between (an autovacuum worker) is left out; one that started counts from zero.
     """
-    spent = dict.fromkeys(CPU_ROLES, 0.0)
+    spent: dict[str, float] = {}
     for (role, pid), seconds in after.items():
-        spent[role] += seconds - before.get((role, pid), 0.0)
+        spent[role] = spent.get(role, 0.0) + seconds - before.get((role, pid), 0.0)
     return {role: round(seconds * 1e6 / max(requests, 1), 1) for role, seconds in spent.items()}
 
 

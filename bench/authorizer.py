@@ -102,7 +102,7 @@ async def _drive(
                         latencies_us.append((received - sent.pop(auth)) / 1000)
 
     collector = asyncio.create_task(collect())
-    cpu_before = cpu_seconds([system])
+    cpu_before = cpu_seconds({"system": system})
     started = time.perf_counter()
     for index, (auth, key, value) in enumerate(requests):
         if rate_per_s is not None:
@@ -112,7 +112,7 @@ async def _drive(
     await producer.flush()
     await asyncio.wait_for(collector, timeout=300)
     elapsed = time.perf_counter() - started
-    cpu = cpu_us_per_request(cpu_before, cpu_seconds([system]), len(requests))
+    cpu = cpu_us_per_request(cpu_before, cpu_seconds({"system": system}), len(requests))
     await producer.stop()
     await consumer.stop()
     ordered = sorted(latencies_us)

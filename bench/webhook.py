@@ -164,13 +164,10 @@ async def _measure() -> dict[str, Any]:
                 await _ready(client)
                 await _cards(client, key)
                 await _load(settings, RATE_PER_S, "warm")  # connections open, caches warm
-                before = {name: cpu_seconds([system]) for name, system in systems.items()}
+                before = cpu_seconds(systems)
                 measured = await _load(settings, RATE_PER_S * SECONDS, "a")
                 # CPU per request: the gateway's and the authorizer's own, and Postgres, Kafka and vegeta.
-                measured["cpu_us_per_request"] = {
-                    name: cpu_us_per_request(before[name], cpu_seconds([system]), measured["requests"])
-                    for name, system in systems.items()
-                }
+                measured["cpu_us_per_request"] = cpu_us_per_request(before, cpu_seconds(systems), measured["requests"])
                 measured["gateway_own_answer_seconds"] = _answer_seconds((await client.get("/metrics")).text)
         return measured
 
