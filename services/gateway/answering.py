@@ -34,6 +34,8 @@ _log = get_logger("gateway")
 # Ids of what the gateway publishes, derived from the issuer's ids: a retried webhook publishes the
 # same ids again, and the authorizer applies it once.
 GATEWAY_NAMESPACE = uuid.UUID("0b6f3f5e-59a3-4c8e-9a53-6c1d0f0e7a11")
+# How long past the deadline the gateway may take to record its decline before sending it.
+RECORD_GRACE = timedelta(milliseconds=250)
 
 
 def issuer_event_id(issuer: Issuer, *parts: str) -> uuid.UUID:
@@ -101,7 +103,8 @@ class Answering:
         """The answer to `ask`, within the deadline whatever happens; the same answer for a retry.
 
         The deadline covers everything from the webhook's arrival (looking up the card, publishing,
-        waiting, recording): past it, the answer is decline and the rest happens after it is sent.
+        waiting, recording): past it, the answer is decline, recorded first (for at most
+        `RECORD_GRACE`, so a retry right after the answer gets it too); the expiry is published after.
         """
         started = time.perf_counter()
         attempt = _Attempt()
@@ -110,7 +113,8 @@ class Answering:
         except TimeoutError:
             DEADLINE_MISSES.labels(ask.issuer.value).inc()
             answer = _declined(ReasonCode.DEADLINE_EXCEEDED)
-            self._later(self._after_deadline(ask, attempt))
+            recorded = await self._record_deadline(ask, attempt)
+            self._later(self._after_deadline(ask, attempt, recorded=recorded))
         except (OSError, asyncpg.PostgresError) as error:
             # Postgres unreachable (looking up the card, or recording the answer): decline, fail closed;
             # a decision that may have come meanwhile is expired so its hold is released.
@@ -145,12 +149,32 @@ class Answering:
         if unfinished:
             _log.error("shutdown_work_cut_short", unfinished=len(unfinished), finished=len(done))
 
-    async def _after_deadline(self, ask: Ask, attempt: _Attempt) -> None:
-        """The answer was decline: release a late approval's hold, and record what was answered."""
+    async def _record_deadline(self, ask: Ask, attempt: _Attempt) -> bool:
+        """Record the deadline's decline before it is sent, so that a retry arriving just after the
+        answer finds it (and is not asked of the authorizer, whose late approval would differ). At
+        most `RECORD_GRACE` past the deadline: our deadline (1.5 s) leaves Stripe's (2 s) room for it.
+        False when it could not be recorded in that time; the answer is sent anyway.
+        """
+        try:
+            async with asyncio.timeout(RECORD_GRACE.total_seconds()):
+                await self._record(ask, attempt.card, _declined(ReasonCode.DEADLINE_EXCEEDED), overwrite=True)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+            _log.error(
+                "deadline_record_late", error=str(error) or "timeout", authorization_id=ask.issuer_authorization_id
+            )
+            return False
+        return True
+
+    async def _after_deadline(self, ask: Ask, attempt: _Attempt, *, recorded: bool) -> None:
+        """The answer was decline: release a late approval's hold, and record what was answered if
+        that could not be done before the answer.
+        """
         if attempt.future is not None:
             attempt.future.cancel()
         if attempt.request is not None:
             await self._expire(attempt.request)
+        if recorded:
+            return
         try:
             await self._record(ask, attempt.card, _declined(ReasonCode.DEADLINE_EXCEEDED), overwrite=True)
         except (OSError, asyncpg.PostgresError) as error:

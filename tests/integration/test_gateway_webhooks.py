@@ -223,6 +223,28 @@ async def test_with_the_authorizer_down_the_answer_is_a_decline_within_the_deadl
     )
 
 
+async def test_a_deadline_decline_is_on_record_before_it_is_answered(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """The moment the issuer has the deadline's decline, it is in gateway.answers; a retry then,
+    with the authorizer back, gets the same decline rather than a decision made afresh.
+    """
+    async with running_authorizer(kafka_topics, pool):  # an authorizer for the set-up only
+        await _ten_dollar_card(settings_for_gateway)
+    first = await _stripe_ask(gateway, "iauth_gap", 100)
+    on_record = await pool.fetchrow(
+        "SELECT approved, reason, answered_by FROM gateway.answers WHERE issuer_authorization_id = 'iauth_gap'"
+    )
+    async with running_authorizer(kafka_topics, pool):
+        retry = await _stripe_ask(gateway, "iauth_gap", 100)
+    declined = {"approved": False, "metadata": {"pursestrings_reason": "deadline_exceeded"}}
+    assert (first, on_record and tuple(on_record), retry) == (
+        declined,
+        (False, "deadline_exceeded", "gateway"),
+        declined,
+    )
+
+
 @pytest.mark.usefixtures("authorizer")
 async def test_lithic_and_generic_issuers_are_answered_in_their_shapes(
     gateway: httpx.AsyncClient, settings_for_gateway: Settings
