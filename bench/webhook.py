@@ -7,6 +7,11 @@ real Kafka and a fresh Postgres database. The load generator is vegeta (Go; inst
 does not slow the senders) with pre-signed Stripe `issuing_authorization.request` events, one
 authorization each. Answers are checked afterwards in `gateway.answers`: every one must be an
 approval.
+
+In the same run, the same attack goes to the ceiling of this path: an HTTP server that publishes
+each request to Kafka and answers when a passthrough relays it back, with no logic and no
+Postgres (bench/_worker.py `webhook`). Beside it, the gateway's figures say what our code costs
+and what the machine cannot give anyone (`ceiling_*` and `details.ceiling`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +33,7 @@ from pydantic import SecretStr
 from bench._infra import cpu_seconds, cpu_us_per_request, fresh_database, process, service_command
 from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
-from services.platform.kafka import ensure_topics, project_topics
+from services.platform.kafka import TopicSpec, ensure_topics, project_topics
 from services.platform.logging import configure_logging
 from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
@@ -108,19 +114,23 @@ def _attack(url: str, count: int, tag: str, rate: int) -> dict[str, Any]:
     return result
 
 
-async def _load(settings: Settings, count: int, tag: str) -> dict[str, Any]:
-    """One attack, and the answers it got as the gateway recorded them."""
+async def _load(settings: Settings, count: int, tag: str, *, recorded: bool = True) -> dict[str, Any]:
+    """One attack, and (when `recorded`: the gateway, not the ceiling) the answers it got as the
+    gateway recorded them.
+    """
     url = f"http://127.0.0.1:{settings.gateway_port}"
     report = await asyncio.to_thread(_attack, url, count, tag, RATE_PER_S)
-    pool = await create_pool(settings)
-    try:
-        answers = await pool.fetch(
-            "SELECT approved, reason, count(*) AS n FROM gateway.answers WHERE issuer_authorization_id LIKE $1"
-            " GROUP BY 1, 2",
-            f"{tag}%",
-        )
-    finally:
-        await pool.close()
+    answers = []
+    if recorded:
+        pool = await create_pool(settings)
+        try:
+            answers = await pool.fetch(
+                "SELECT approved, reason, count(*) AS n FROM gateway.answers WHERE issuer_authorization_id LIKE $1"
+                " GROUP BY 1, 2",
+                f"{tag}%",
+            )
+        finally:
+            await pool.close()
     latencies = report["latencies"]
     return {
         "requests": report["requests"],
@@ -134,6 +144,32 @@ async def _load(settings: Settings, count: int, tag: str) -> dict[str, Any]:
         "http_errors": report.get("errors") or [],
         "answers": {f"{'approved' if row['approved'] else 'declined'}:{row['reason']}": row["n"] for row in answers},
     }
+
+
+async def _ceiling(settings: Settings) -> dict[str, Any]:
+    """The same attack against the webhook path with no logic (bench/_worker.py `webhook`: HTTP →
+    Kafka → a passthrough → Kafka → HTTP), on the same machine in the same run: what this stack
+    can do here at best, beside what the gateway and the authorizer do.
+    """
+    bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [TopicSpec(bench_in, settings.kafka_partitions), TopicSpec(bench_out, settings.kafka_partitions)],
+    )
+    worker = [sys.executable, "-m", "bench._worker"]
+    with (
+        process([*worker, "passthrough", bench_in, bench_out], settings) as relay,
+        process([*worker, "webhook", bench_in, bench_out], settings, **_env(settings)) as server,
+    ):
+        systems = {"gateway": server, "authorizer": relay}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.gateway_port}", timeout=10) as client:
+            await _ready(client)
+        await _load(settings, RATE_PER_S, "cwarm", recorded=False)
+        before = cpu_seconds(systems)
+        measured = await _load(settings, RATE_PER_S * SECONDS, "c", recorded=False)
+        measured["cpu_us_per_request"] = cpu_us_per_request(before, cpu_seconds(systems), measured["requests"])
+        del measured["answers"]
+    return measured
 
 
 async def _measure() -> dict[str, Any]:
@@ -169,6 +205,7 @@ async def _measure() -> dict[str, Any]:
                 # CPU per request: the gateway's and the authorizer's own, and Postgres, Kafka and vegeta.
                 measured["cpu_us_per_request"] = cpu_us_per_request(before, cpu_seconds(systems), measured["requests"])
                 measured["gateway_own_answer_seconds"] = _answer_seconds((await client.get("/metrics")).text)
+        measured["ceiling"] = await _ceiling(settings.model_copy(update={"gateway_port": free_port()}))
         return measured
 
 
@@ -207,6 +244,10 @@ def main() -> None:
         "p99_ms": measured["p99_ms"],
         "not_approved": measured["requests"] - measured["answers"].get("approved:approved", 0),
         "target_p99_ms_at_1k": 25,
+        # The same attack on HTTP → Kafka → passthrough → Kafka → HTTP with no logic, same run.
+        "ceiling_p50_ms": measured["ceiling"]["p50_ms"],
+        "ceiling_p99_ms": measured["ceiling"]["p99_ms"],
+        "ceiling_achieved_per_s": measured["ceiling"]["achieved_per_s"],
         "cores": os.cpu_count(),
         "details": measured,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
