@@ -62,6 +62,8 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 MAX_CACHED_WALLETS = 100_000
 # How far the gateway's and the authorizer's clocks may disagree (requested_at vs our now).
 CLOCK_SKEW = timedelta(minutes=5)
+# The load time of a wallet created in this instance, before any request could have been made.
+NEVER_LOADED = datetime(1970, 1, 1, tzinfo=UTC)
 # How often idle wallets are checked for holds past their expiry.
 SWEEP_INTERVAL = timedelta(seconds=60)
 BATCH_MAX_RECORDS = 500
@@ -198,7 +200,7 @@ class Authorizer:
         wallet_ids = [wallet_id for tp, wallet_id in due if tp in self._epochs]
         if not wallet_ids:
             return 0
-        states, effects = await self._load(wallet_ids, now), BatchEffects()
+        (states, _), effects = await self._load(wallet_ids, now), BatchEffects()
         for wallet_id, state in states.items():
             events, swept = sweep(state, now)
             if swept is not None:
@@ -449,7 +451,7 @@ class Authorizer:
         parsed = [(record, self._parse(record)) for record in records]
         messages = [message for _, message in parsed if not isinstance(message, InvalidMessage)]
         now = self._clock()
-        states = await self._load([m.wallet_id for m in messages], now)
+        states, new_here = await self._load([m.wallet_id for m in messages], now)
         earlier = await self._store.load_decisions(
             [
                 m.issuer_authorization_id
@@ -477,8 +479,11 @@ class Authorizer:
                 continue
             if self._settled_without_deciding(message, effects, seen, now):
                 continue
-            events, state = decide(states.get(message.wallet_id), message, now, self._rates)
+            before = states.get(message.wallet_id)
+            events, state = decide(before, message, now, self._rates)
             effects.name(message.wallet_id, getattr(message, "issuer_authorization_id", None))
+            if before is None:
+                self._note_new_wallet(message, state, new_here)
             if state is not None:
                 states[message.wallet_id] = state
                 effects.wallets[message.wallet_id] = state
@@ -565,13 +570,32 @@ class Authorizer:
             and now - request.requested_at < MEMORY_HORIZON - CLOCK_SKEW
         )
 
-    async def _load(self, wallet_ids: list[str], now: datetime) -> dict[str, WalletState]:
+    async def _load(self, wallet_ids: list[str], now: datetime) -> tuple[dict[str, WalletState], set[str]]:
+        """The cached or persisted state of each wallet that exists, and the ids of those that do
+        not exist and were never decided for (see `_note_new_wallet`).
+        """
         missing = sorted({w for w in wallet_ids if w not in self._cache})
         loaded = await self._store.load_wallets(missing, now) if missing else {}
         for wallet_id, state in loaded.items():
             self._remember(wallet_id, state)
             self._loaded_at[wallet_id] = now
-        return {w: self._cache[w] for w in set(wallet_ids) if w in self._cache}
+        absent = [w for w in missing if w not in loaded]
+        if absent and self._pending is not None:  # a decision committing now is not in the table yet
+            decided_now = {decision.wallet_id for decision, _ in self._pending.effects.decisions}
+            absent = [w for w in absent if w not in decided_now]
+        new_here = await self._store.never_decided(absent) if absent else set()
+        return {w: self._cache[w] for w in set(wallet_ids) if w in self._cache}, new_here
+
+    def _note_new_wallet(self, message: Inbound, state: WalletState | None, new_here: set[str]) -> None:
+        """A wallet created here, that had never existed nor been decided for, has every decision of
+        its life in this cache while it stays there (its partition is ours alone): its requests need
+        not ask Postgres for earlier decisions (`_answer_would_be_in_memory`). A request decided
+        while it did not exist (a decline not kept in any state) takes that away.
+        """
+        if state is None:
+            new_here.discard(message.wallet_id)  # decided for, with no state to remember it in
+        elif message.wallet_id in new_here:
+            self._loaded_at[message.wallet_id] = NEVER_LOADED
 
     def _forget_wallets(self) -> None:
         self._cache.clear()

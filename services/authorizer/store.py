@@ -176,6 +176,8 @@ class Store:
 
     async def load_decisions(self, authorization_ids: list[str]) -> dict[str, AuthorizationDecided]:
         """Decisions already taken for any of these ids (a duplicate request gets the first answer)."""
+        if not authorization_ids:
+            return {}
         rows = await self._pool.fetch(
             "SELECT issuer_authorization_id, decision FROM authorizer.decisions"
             " WHERE issuer_authorization_id = ANY($1::text[])",
@@ -184,6 +186,15 @@ class Store:
         return {
             row["issuer_authorization_id"]: AuthorizationDecided.model_validate_json(row["decision"]) for row in rows
         }
+
+    async def never_decided(self, wallet_ids: list[str]) -> set[str]:
+        """Which of these wallet ids no decision was ever recorded for."""
+        rows = await self._pool.fetch(
+            """SELECT w FROM unnest($1::text[]) AS w
+               WHERE NOT EXISTS (SELECT 1 FROM authorizer.decisions d WHERE d.wallet_id = w)""",
+            wallet_ids,
+        )
+        return {row["w"] for row in rows}
 
     async def card_directory(self, card_ids: list[str], tokens: list[tuple[str, str]]) -> CardDirectory:
         """The cards (of any wallet) that already use one of these card ids or issuer card tokens."""

@@ -282,3 +282,49 @@ async def test_a_commit_that_fails_midstream_throws_away_what_was_decided_on_it(
     } == set()
     assert await pool.fetchval("SELECT last_value FROM refusals") == 3
     assert await pool.fetchval("SELECT count(*) FROM authorizer.decisions") == 1_000
+
+
+async def test_a_wallet_created_here_answers_repeats_from_memory(
+    authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wallet this instance created (it never existed, nothing was decided for it) has every
+    decision in memory: a repeat, in a later batch, gets the first answer without asking Postgres.
+    """
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(150)))
+    [first] = _requests(1, 100, "mem-")
+    asked: list[list[str]] = []
+    load_decisions = authorizer._store.load_decisions  # noqa: SLF001 - the query this is about
+
+    async def counted(ids: list[str]) -> dict[str, AuthorizationDecided]:
+        asked.append(ids)
+        return await load_decisions(ids)
+
+    monkeypatch.setattr(authorizer._store, "load_decisions", counted)  # noqa: SLF001
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first])
+        await decisions.wait_for(lambda items: len(items) >= 1)
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first])
+        items = await decisions.wait_for(lambda items: len(items) >= 2)
+    assert (items[0], items[0].approved, [ids for ids in asked if ids]) == (items[1], True, [])
+
+
+async def test_a_request_decided_before_its_wallet_existed_keeps_its_answer(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """A request for a wallet, then the wallet's creation, read by one instance (in one batch or
+    two, whichever the consumer makes of them): the request's repeat gets its first answer.
+    """
+    [early] = _requests(1, 100, "early-")
+    now = _now()
+    creation: list[Message] = [
+        CreateWallet(**command_fields(now), caps=WalletCaps(rolling_24h=usd(150))),
+        CreateCard(**command_fields(now), card_id=CARD, issuer=Issuer.STRIPE, issuer_card_token="ic_1", last4="4242"),
+    ]
+    await publish(kafka_topics, Topic.AUTH_REQUESTS, [early])
+    await publish(kafka_topics, Topic.WALLET_COMMANDS, creation)
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions, running_authorizer(kafka_topics, pool):
+        await decisions.wait_for(lambda items: len(items) >= 1)
+        await asyncio.sleep(0.5)  # an idle poll (200 ms) ends the first batch's commit: not consulted
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [early])
+        items = await decisions.wait_for(lambda items: len(items) >= 2)
+    assert (items[0].reason, items[1].reason) == (items[0].reason, items[0].reason)
