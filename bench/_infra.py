@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import signal
@@ -162,8 +163,25 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
             await connection.close()
         yield base.model_copy(update={"database_url": SecretStr(fresh)})
     finally:
-        await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _drop_database(url, name)
         await delete_topics_with_prefix(base.kafka_bootstrap_servers, base.topic_prefix)
+
+
+async def _drop_database(url: str, name: str, attempts: int = 20) -> None:
+    """Drop the run's database. An autovacuum worker (the superuser's) may be in it just then, and
+    FORCE may not end another role's backend: try again for a while, then say it was left behind
+    rather than throw away the run's measurements.
+    """
+    for attempt in range(attempts):
+        try:
+            await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError) as error:
+            if attempt == attempts - 1:
+                print(f"bench: database {name} left behind: {error}", file=sys.stderr)
+                return
+            await asyncio.sleep(0.5)
+        else:
+            return
 
 
 async def _admin(url: str, statement: str) -> None:
