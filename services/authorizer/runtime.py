@@ -459,6 +459,10 @@ class Authorizer:
                 if isinstance(m, AuthorizationRequested) and not self._answer_would_be_in_memory(m, now)
             ]
         )
+        # A yield before the batch takes the CPU: the previous batch's commit sends its query, the
+        # fetcher its next request. Without one, a batch that needs no query of its own is decided
+        # before that commit even starts, and nothing overlaps (measured: ~25% fewer decisions/s).
+        await asyncio.sleep(0)
         applied = await self._store.applied_events([m.event_id for m in messages if isinstance(m, _ISSUER_EVENTS)])
         creations = [m for m in messages if isinstance(m, CreateCard)]
         directory = (
