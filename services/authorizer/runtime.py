@@ -62,6 +62,8 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 MAX_CACHED_WALLETS = 100_000
 # How far the gateway's and the authorizer's clocks may disagree (requested_at vs our now).
 CLOCK_SKEW = timedelta(minutes=5)
+# How many Kafka request timeouts a batch's acknowledgements may take before they count as failed.
+ACK_TIMEOUTS = 3
 # The load time of a wallet created in this instance, before any request could have been made.
 NEVER_LOADED = datetime(1970, 1, 1, tzinfo=UTC)
 # How often idle wallets are checked for holds past their expiry.
@@ -646,8 +648,12 @@ class Authorizer:
             await asyncio.gather(*self._confirming, return_exceptions=True)
 
     async def _confirm(self, rows: list[OutboxRow], acks: list[asyncio.Future[object]]) -> None:
+        # Bounded: an acknowledgement that never comes (a producer left stuck by a broker restart)
+        # must not leave its rows unpublished until the next restart; past the bound they count as
+        # failed and the loop relays them again with a new producer (consumers take repeats).
+        timeout_s = ACK_TIMEOUTS * self._settings.kafka_request_timeout_ms / 1000
         try:
-            await asyncio.gather(*acks)
+            await _acknowledged(acks, timeout_s)
         except Exception as error:  # noqa: BLE001 - as above: the rows stay for the relay
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True
@@ -686,6 +692,16 @@ class Authorizer:
             await self._store.mark_published(self._published)
             self._published = []
             _log.info("outbox_relayed", rows=len(rows))
+
+
+async def _acknowledged(acks: list[asyncio.Future[object]], timeout_s: float) -> None:
+    """Wait for every ack; raise the first send's error, or TimeoutError past `timeout_s` (the
+    sends themselves are not cancelled).
+    """
+    _, late = await asyncio.wait(acks, timeout=timeout_s)
+    if late:
+        raise TimeoutError(f"{len(late)} of {len(acks)} acknowledgements not in {timeout_s:.0f} s")
+    await asyncio.gather(*acks)
 
 
 def transient(error: Exception) -> bool:
