@@ -8,7 +8,6 @@ Webhook POSTs are served from the ASGI scope ahead of FastAPI (`_FastPath`): the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -60,9 +59,9 @@ class Reply(NamedTuple):
     body: dict[str, Any]
     headers: dict[str, str]
 
-    def encoded(self) -> bytes:
-        """The body as JSONResponse renders it."""
-        return json.dumps(self.body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+    def response(self) -> JSONResponse:
+        """The reply as an ASGI response, whichever path serves it."""
+        return JSONResponse(self.body, self.status, self.headers)
 
 
 def _refused(status: int, error: str, detail: str) -> Reply:
@@ -159,7 +158,7 @@ class _Webhooks:
 
         async def serve(request: Request) -> Response:
             reply = await self.process(self.endpoints[request.url.path], request.headers, await request.body())
-            return Response(reply.encoded(), reply.status, reply.headers, media_type="application/json")
+            return reply.response()
 
         summaries = {
             "/webhooks/stripe": "Stripe Issuing: `issuing_authorization.request` answered in the body; lifecycle "
@@ -200,14 +199,7 @@ class _FastPath:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         reply = await self._webhooks.process(endpoint, Headers(scope=scope), body)
-        payload = reply.encoded()
-        headers = [
-            (b"content-length", str(len(payload)).encode()),
-            (b"content-type", b"application/json"),
-            *((name.lower().encode(), value.encode()) for name, value in reply.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await reply.response()(scope, receive, send)
 
 
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
