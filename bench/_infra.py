@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pydantic import SecretStr
 
-from services.platform.kafka import delete_topics_with_prefix
+from services.platform.kafka import TopicSpec, delete_topics_with_prefix, ensure_topics
 from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings
 
@@ -33,6 +33,25 @@ def service_command(module: str, profile: Path | None = None) -> list[str]:
         return command
     profiler = Path(sys.executable).with_name("py-spy")
     return [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(profile), "--", *command]
+
+
+def worker_command(kind: str, source: str, sink: str) -> list[str]:
+    """`python -m bench._worker KIND SOURCE SINK`: one of the baselines (see bench/_worker.py)."""
+    return [*service_command("bench._worker"), kind, source, sink]
+
+
+def baseline_topics(settings: Settings) -> tuple[str, str]:
+    """The topics the baselines read from and write to (this run's prefix)."""
+    return f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
+
+
+async def ensure_baseline_topics(settings: Settings) -> tuple[str, str]:
+    """Create the baselines' topics (as many partitions as the project's); return their names."""
+    names = baseline_topics(settings)
+    await ensure_topics(
+        settings.kafka_bootstrap_servers, [TopicSpec(name, settings.kafka_partitions) for name in names]
+    )
+    return names
 
 
 @dataclass

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench._infra import Running, cpu_seconds, cpu_us_per_request, fresh_database, process, service_command
+from bench._infra import (
+    Running,
+    baseline_topics,
+    cpu_seconds,
+    cpu_us_per_request,
+    ensure_baseline_topics,
+    fresh_database,
+    process,
+    service_command,
+    worker_command,
+)
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.money import Money
@@ -127,11 +136,8 @@ async def _drive(
 
 async def _prepare(settings: Settings) -> None:
     """Topics (the project's and the baselines' in/out) and the bench's wallets and cards."""
-    specs = project_topics(settings)
-    extra = [
-        type(specs[0])(f"{settings.topic_prefix}.bench.{name}", settings.kafka_partitions) for name in ("in", "out")
-    ]
-    await ensure_topics(settings.kafka_bootstrap_servers, [*specs, *extra])
+    await ensure_topics(settings.kafka_bootstrap_servers, project_topics(settings))
+    await ensure_baseline_topics(settings)
     producer = create_producer(settings)
     await producer.start()
     now = datetime.now(UTC)
@@ -169,16 +175,15 @@ async def _measure() -> dict[str, Any]:
         await _prepare(settings)
         requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
         decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
-        bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
-        worker = [sys.executable, "-m", "bench._worker"]
-        with process([*worker, "passthrough", bench_in, bench_out], settings) as system:
+        bench_in, bench_out = baseline_topics(settings)
+        with process(worker_command("passthrough", bench_in, bench_out), settings) as system:
             drive = partial(_drive, settings, bench_in, bench_out, system=system)
             await drive(_requests(WARM_UP, "pw"), None)
             results["passthrough"] = await drive(_requests(REQUESTS, "p"), None)
             results["passthrough_light"] = await drive(*_light("pm"))
             # What the driver itself can offer at 5,000/s, against a system that adds almost nothing.
             results["passthrough_paced"] = await drive(*_paced("pp"))
-        with process([*worker, "naive", bench_in, bench_out], settings) as system:
+        with process(worker_command("naive", bench_in, bench_out), settings) as system:
             drive = partial(_drive, settings, bench_in, bench_out, system=system)
             await drive(_requests(WARM_UP, "nw"), None)
             results["naive"] = await drive(_requests(REQUESTS // 8, "n"), None)

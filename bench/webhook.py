@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +29,18 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bench._infra import cpu_seconds, cpu_us_per_request, fresh_database, process, service_command
+from bench._infra import (
+    cpu_seconds,
+    cpu_us_per_request,
+    ensure_baseline_topics,
+    fresh_database,
+    process,
+    service_command,
+    worker_command,
+)
 from services.gateway.keys import Scope, create_key_once
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
-from services.platform.kafka import TopicSpec, ensure_topics, project_topics
+from services.platform.kafka import ensure_topics, project_topics
 from services.platform.logging import configure_logging
 from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
@@ -151,15 +158,10 @@ async def _ceiling(settings: Settings) -> dict[str, Any]:
     Kafka → a passthrough → Kafka → HTTP), on the same machine in the same run: what this stack
     can do here at best, beside what the gateway and the authorizer do.
     """
-    bench_in, bench_out = f"{settings.topic_prefix}.bench.in", f"{settings.topic_prefix}.bench.out"
-    await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [TopicSpec(bench_in, settings.kafka_partitions), TopicSpec(bench_out, settings.kafka_partitions)],
-    )
-    worker = [sys.executable, "-m", "bench._worker"]
+    bench_in, bench_out = await ensure_baseline_topics(settings)
     with (
-        process([*worker, "passthrough", bench_in, bench_out], settings) as relay,
-        process([*worker, "webhook", bench_in, bench_out], settings, **_env(settings)) as server,
+        process(worker_command("passthrough", bench_in, bench_out), settings) as relay,
+        process(worker_command("webhook", bench_in, bench_out), settings, **_env(settings)) as server,
     ):
         systems = {"gateway": server, "authorizer": relay}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.gateway_port}", timeout=10) as client:
