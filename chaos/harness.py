@@ -79,6 +79,8 @@ class Tally:
     postgres_restarts: int = 0
     kafka_restarts: int = 0
     webhook_answers: dict[str, bool] = field(default_factory=dict)  # authorization id → approved
+    # Webhooks never answered 200 in all their retries (30 s and more: every fault is over by then).
+    webhooks_unanswered: list[str] = field(default_factory=list)
     webhook_reasons: dict[str, str] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
     faults: list[str] = field(default_factory=list)
@@ -289,6 +291,7 @@ class Workload:
                     self._tally.events += 1
                     return
                 await asyncio.sleep(0.5)
+        self._tally.webhooks_unanswered.append(authorization_id)
 
     async def _lifecycle(self) -> None:
         open_ = [a for a in self.approved if a not in self._settled]

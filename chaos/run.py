@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka.partitioner import murmur2
 
 from bench._infra import fresh_database
 from chaos.harness import Config, Processes, Tally, Workload, follow_decisions, prepare, wait_for
 from chaos.oracle import Verdict, judge, read_topic
-from schemas.topics import Topic
+from schemas.authorizations import AuthorizationRequested
+from schemas.topics import Topic, message_key
 from services.platform.logging import get_logger
 from services.platform.settings import Settings, load_settings
 from tests.support.infra import ROOT, free_port
@@ -31,7 +33,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 _log = get_logger("chaos")
 ZOMBIE_PAUSE_S = 13  # past aiokafka's default group session timeout (10 s)
 _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
-             "ledger_mismatches")  # fmt: skip
+             "ledger_mismatches", "webhooks_unanswered")  # fmt: skip
 
 
 class Faults:
@@ -136,7 +138,11 @@ async def _quiet_end(settings: Settings, workload: Workload, processes: Processe
         return tally.requested <= decided
 
     phase = time.monotonic()
-    await wait_for(all_decided, 120, "a decision for every request")
+    try:
+        await wait_for(all_decided, 120, "a decision for every request")
+    except TimeoutError:
+        await _diagnose_undecided(settings, processes, tally)
+        raise
     tally.phases["all_decided_s"] = round(time.monotonic() - phase, 1)
     await asyncio.sleep(2)  # the follower sees the last approvals
     await workload.start()
@@ -161,6 +167,35 @@ async def _quiet_end(settings: Settings, workload: Workload, processes: Processe
     with contextlib.suppress(TimeoutError):  # the oracle then says what did not settle
         await wait_for(settled, 90, "every hold released and journaled")
     tally.phases["settled_s"] = round(time.monotonic() - phase, 1)
+
+
+async def _diagnose_undecided(settings: Settings, processes: Processes, tally: Tally) -> None:
+    """Requests still without a decision: where they are (partition, offset), where each partition's
+    committed position is, and every service's tasks (SIGUSR1 logs where each one waits).
+    """
+    for name in list(processes.running):
+        processes.signal(name, signal.SIGUSR1)
+    decided = {d.issuer_authorization_id for d in await read_topic(settings, Topic.AUTH_DECISIONS)}
+    missing = tally.requested - decided
+    partitions = settings.kafka_partitions
+    where: dict[int, list[str]] = {}
+    for request in await read_topic(settings, Topic.AUTH_REQUESTS):
+        if isinstance(request, AuthorizationRequested) and request.issuer_authorization_id in missing:
+            partition = (murmur2(message_key(request)) & 0x7FFFFFFF) % partitions
+            where.setdefault(partition, []).append(request.issuer_authorization_id)
+    connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+    try:
+        offsets = [dict(row) for row in await connection.fetch(
+            "SELECT topic, partition, next_offset, epoch, updated_at::text FROM authorizer.partition_offsets "
+            "ORDER BY topic, partition")]  # fmt: skip
+        unpublished = await connection.fetchval("SELECT count(*) FROM authorizer.outbox WHERE published_at IS NULL")
+    finally:
+        await connection.close()
+    print(f"chaos: {len(missing)} requests undecided; by auth.requests partition: "
+          f"{ {p: len(ids) for p, ids in sorted(where.items())} }; not on the topic: "
+          f"{len(missing) - sum(map(len, where.values()))}; first: {sorted(missing)[:5]}", flush=True)  # fmt: skip
+    print(f"chaos: outbox rows unpublished: {unpublished}; partition_offsets: {offsets}", flush=True)
+    await asyncio.sleep(1)  # the task dumps reach the logs
 
 
 async def run(config: Config, base: Settings | None = None, results: Path = RESULTS) -> dict[str, Any]:
@@ -238,8 +273,8 @@ async def _report(processes: Processes, tally: Tally, every_s: float) -> None:
 def _summary(
     config: Config, tally: Tally, verdict: Verdict, seconds: float, *, logs: Path, results: Path
 ) -> dict[str, Any]:
-    figures = asdict(verdict)
-    details = figures.pop("details")
+    figures = asdict(verdict) | {"webhooks_unanswered": len(tally.webhooks_unanswered)}
+    details = figures.pop("details") | {"webhooks_unanswered": tally.webhooks_unanswered[:20]}
     summary = {
         "seed": config.seed,
         "events": tally.events,

@@ -24,6 +24,7 @@ from services.platform.logging import configure_logging, get_logger
 from services.platform.migrations import apply_migrations
 from services.platform.postgres import create_pool
 from services.platform.settings import Settings, load_settings
+from services.platform.tasks import describe_tasks
 
 _HEALTH_READ_TIMEOUT_S = 5
 
@@ -159,6 +160,8 @@ async def run(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
+    # `kill -USR1 <pid>`: log where every task waits (a process gone quiet; the chaos harness asks).
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("task_dump", tasks=describe_tasks(loop)))
     health = None
     if service.health_port is not None:
         health = await asyncio.start_server(
