@@ -127,6 +127,9 @@ class Authorizer:
         # When each cached wallet was read from Postgres (see `_answer_would_be_in_memory`).
         self._loaded_at: dict[str, datetime] = {}
         self._publish_failed = False  # set when Kafka refused a publish; the loop then recovers
+        # Bound on queueing a batch's sends and on waiting for their acks: past it the publish counts
+        # as failed (the rows stay in the outbox and are relayed again with a new producer).
+        self._send_timeout_s = ACK_TIMEOUTS * settings.kafka_request_timeout_ms / 1000
         self._epochs: dict[tuple[str, int], int] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -629,10 +632,13 @@ class Authorizer:
         unpublished in the outbox, for the relay.
         """
         assert self._producer is not None  # noqa: S101 - start() runs first
-        if not rows:
+        if not rows or self._publish_failed:
+            # While publishing is broken the rows wait in the outbox; the recovery relays them in order.
+            # (Sending through a producer whose start failed would wait forever: aiokafka #759.)
             return
         try:
-            acks = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
+            async with asyncio.timeout(self._send_timeout_s):
+                acks = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
         except Exception as error:  # noqa: BLE001 - any publish failure leaves the rows for the relay, logged
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True
@@ -651,9 +657,8 @@ class Authorizer:
         # Bounded: an acknowledgement that never comes (a producer left stuck by a broker restart)
         # must not leave its rows unpublished until the next restart; past the bound they count as
         # failed and the loop relays them again with a new producer (consumers take repeats).
-        timeout_s = ACK_TIMEOUTS * self._settings.kafka_request_timeout_ms / 1000
         try:
-            await _acknowledged(acks, timeout_s)
+            await _acknowledged(acks, self._send_timeout_s)
         except Exception as error:  # noqa: BLE001 - as above: the rows stay for the relay
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True
@@ -671,16 +676,32 @@ class Authorizer:
         await self._confirmed()
         old, self._producer = self._producer, create_producer(self._settings)
         if old is not None:
-            with contextlib.suppress(Exception):
-                await old.stop()
+            await self._stop_producer(old)
         try:
             await self._producer.start()
-            self._publish_failed = False
-            await self._relay_unpublished()
         except Exception as error:  # noqa: BLE001 - the broker is still away: try again after the next batch
+            _log.warning("publish_recovery_failed", error=str(error)[:300])
+            # Never used: a send through a producer whose start failed waits forever (aiokafka #759);
+            # `_publish` sends nothing while `_publish_failed` is set, and the next try makes a new one.
+            await self._stop_producer(self._producer)
+            await asyncio.sleep(0.5)
+            return
+        self._publish_failed = False
+        try:
+            await self._relay_unpublished()
+        except Exception as error:  # noqa: BLE001 - Postgres away: the rows stay; try again after the next batch
             _log.warning("publish_recovery_failed", error=str(error)[:300])
             self._publish_failed = True
             await asyncio.sleep(0.5)
+        else:
+            if not self._publish_failed:
+                _log.info("publishing_recovered")
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+        """Stop a producer being replaced, for at most the send bound (it may hold unsendable batches)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._send_timeout_s):
+                await producer.stop()
 
     async def _relay_unpublished(self) -> None:
         """Publish what a previous run committed but could not send (a crash between the two)."""

@@ -37,3 +37,53 @@ async def test_acknowledged_rows_are_noted_for_the_next_commit(monkeypatch: pyte
     ack.set_result(None)
     await authorizer._confirm([ROW], [ack])  # noqa: SLF001
     assert (authorizer._publish_failed, authorizer._published) == (False, [7])  # noqa: SLF001
+
+
+class _StuckProducer:
+    """A producer as aiokafka leaves it when its start failed: a send waits forever (aiokafka #759)."""
+
+    def __init__(self, *, start_fails: bool = False) -> None:
+        self.start_fails = start_fails
+        self.sends = 0
+        self.stopped = False
+
+    async def start(self) -> None:
+        if self.start_fails:
+            raise OSError("Unable to bootstrap")
+
+    async def send(self, *_: object, **__: object) -> asyncio.Future[object]:
+        self.sends += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_failed_recovery_leaves_nothing_to_send_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka still away when publishing recovers: the new producer's start fails; it is stopped and
+    the next batch's rows wait in the outbox instead of being sent through it (which would wait
+    forever and, with it, the batch loop: every instance idle after a Kafka restart in chaos runs).
+    """
+    authorizer = _authorizer(monkeypatch)
+    failed = _StuckProducer(start_fails=True)
+    monkeypatch.setattr("services.authorizer.runtime.create_producer", lambda _: failed)
+    monkeypatch.setattr("services.authorizer.runtime.asyncio.sleep", _no_pause)
+    authorizer._producer = _StuckProducer()  # noqa: SLF001
+    authorizer._publish_failed = True  # noqa: SLF001
+    await asyncio.wait_for(authorizer._recover_publishing(), timeout=2)  # noqa: SLF001
+    assert (authorizer._publish_failed, failed.stopped) == (True, True)  # noqa: SLF001
+    await asyncio.wait_for(authorizer._publish([ROW]), timeout=2)  # noqa: SLF001
+    assert (failed.sends, authorizer._published, authorizer._confirming) == (0, [], set())  # noqa: SLF001
+
+
+async def test_a_send_that_never_returns_counts_as_a_failed_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queueing a send is bounded too (ACK_TIMEOUTS request timeouts): the rows stay for the relay."""
+    authorizer = _authorizer(monkeypatch)
+    authorizer._producer = _StuckProducer()  # noqa: SLF001
+    await asyncio.wait_for(authorizer._publish([ROW]), timeout=ACK_TIMEOUTS * 0.1 + 2)  # noqa: SLF001
+    assert (authorizer._publish_failed, authorizer._published) == (True, [])  # noqa: SLF001
+
+
+async def _no_pause(_: float) -> None:
+    return None
