@@ -206,7 +206,9 @@ async def _measure() -> dict[str, Any]:
                 measured = await _load(settings, RATE_PER_S * SECONDS, "a")
                 # CPU per request: the gateway's and the authorizer's own, and Postgres, Kafka and vegeta.
                 measured["cpu_us_per_request"] = cpu_us_per_request(before, cpu_seconds(systems), measured["requests"])
-                measured["gateway_own_answer_seconds"] = _answer_seconds((await client.get("/metrics")).text)
+                scraped = (await client.get("/metrics")).text
+                measured["gateway_own_answer_seconds"] = _answer_seconds(scraped)
+                measured["gateway_stage_mean_ms"] = _stage_means(scraped)
         measured["ceiling"] = await _ceiling(settings.model_copy(update={"gateway_port": free_port()}))
         return measured
 
@@ -226,6 +228,20 @@ def _answer_seconds(metrics: str) -> dict[str, float]:
         "count": values.get("count", 0.0),
         "mean_ms": 1000 * values.get("sum", 0.0) / max(values.get("count", 1.0), 1.0),
     }
+
+
+def _stage_means(metrics: str) -> dict[str, float]:
+    """Mean time of each stage of an answer (lookup, publish, decision, record), from the gateway's
+    histogram (warm-up included).
+    """
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(("pursestrings_gateway_stage_seconds_sum", "pursestrings_gateway_stage_seconds_count")):
+            name, value = line.rsplit(" ", 1)
+            stage = name.split('stage="', 1)[1].split('"', 1)[0]
+            (sums if name.startswith("pursestrings_gateway_stage_seconds_sum") else counts)[stage] = float(value)
+    return {stage: round(1000 * sums[stage] / counts[stage], 2) for stage in sums if counts.get(stage)}
 
 
 def _env(settings: Settings) -> dict[str, str]:

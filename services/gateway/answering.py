@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,10 @@ from schemas.common import Issuer, ReasonCode
 from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
 from schemas.registry import serialize
 from schemas.topics import Topic, message_key, topic_name
+from services.gateway.answer_log import AnswerLog, AnswerRow
 from services.gateway.directory import CardDirectory, CardRef
 from services.gateway.issuers import Ask, Notice, WebhookInvalid
-from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES
+from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES, STAGE_SECONDS
 from services.gateway.replies import Overloaded, Replies
 from services.platform.logging import get_logger
 
@@ -36,6 +38,9 @@ _log = get_logger("gateway")
 GATEWAY_NAMESPACE = uuid.UUID("0b6f3f5e-59a3-4c8e-9a53-6c1d0f0e7a11")
 # How long past the deadline the gateway may take to record its decline before sending it.
 RECORD_GRACE = timedelta(milliseconds=250)
+_STAGES = ("lookup", "publish", "decision")  # STAGE_SECONDS, in order
+# How long a deadline's decline is remembered in memory for attempts that joined its wait.
+_DECLINES_REMEMBERED_S = 30.0
 
 
 def issuer_event_id(issuer: Issuer, *parts: str) -> uuid.UUID:
@@ -72,6 +77,15 @@ class _Attempt:
     future: asyncio.Future[AuthorizationDecided] | None = None
 
 
+def _row(ask: Ask, card: CardRef | None, answer: Answer) -> AnswerRow:
+    """The `gateway.answers` row of `answer` to `ask`."""
+    return (
+        ask.issuer.value, ask.issuer_authorization_id, ask.card_token, card.wallet_id if card else None,
+        card.card_id if card else None,
+        answer.approved, answer.reason.value, answer.answered_by, ask.amount.amount_minor, ask.amount.currency,
+    )  # fmt: skip
+
+
 class CardUnknown(LookupError):
     """A lifecycle event for a card we do not have."""
 
@@ -98,6 +112,10 @@ class Answering:
         self._deadline = deadline
         self._clock = clock
         self._pending_work: set[asyncio.Task[None]] = set()
+        self._answer_log = AnswerLog(pool)
+        # Deadline declines given here lately (authorization id → answer, monotonic time): an attempt
+        # that joined the same wait and got the decision late must give the same decline.
+        self._declines: OrderedDict[str, tuple[Answer, float]] = OrderedDict()
 
     async def authorize(self, ask: Ask) -> Answer:
         """The answer to `ask`, within the deadline whatever happens; the same answer for a retry.
@@ -113,6 +131,7 @@ class Answering:
         except TimeoutError:
             DEADLINE_MISSES.labels(ask.issuer.value).inc()
             answer = _declined(ReasonCode.DEADLINE_EXCEEDED)
+            self._remember_decline(ask, answer)
             recorded = await self._record_deadline(ask, attempt)
             self._later(self._after_deadline(ask, attempt, recorded=recorded))
         except (OSError, asyncpg.PostgresError) as error:
@@ -130,6 +149,19 @@ class Answering:
         ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
         return answer
 
+    def _remember_decline(self, ask: Ask, answer: Answer) -> None:
+        now = time.monotonic()
+        self._declines[ask.issuer_authorization_id] = (answer, now)
+        while self._declines:
+            oldest, (_, at) = next(iter(self._declines.items()))
+            if now - at < _DECLINES_REMEMBERED_S:
+                break
+            del self._declines[oldest]
+
+    def _declined_here(self, ask: Ask) -> Answer | None:
+        remembered = self._declines.get(ask.issuer_authorization_id)
+        return None if remembered is None else remembered[0]
+
     def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._pending_work.add(task)
@@ -140,8 +172,11 @@ class Answering:
         most `timeout_s`: a stop must end. What is cut short is logged; an expiry not published leaves
         a late approval's hold to age out (7 days by default) rather than be released at once.
         """
-        if not self._pending_work:
-            return
+        if self._pending_work:
+            await self._finish_pending_work(timeout_s)
+        await self._answer_log.close(timeout_s)
+
+    async def _finish_pending_work(self, timeout_s: float) -> None:
         pending = list(self._pending_work)
         done, unfinished = await asyncio.wait(pending, timeout=timeout_s)
         for task in unfinished:
@@ -223,14 +258,21 @@ class Answering:
             _log.error("authorization_publish_failed", error=str(error))
             future.cancel()
             return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
-        _log.debug(
-            "authorization_decided",
-            authorization_id=ask.issuer_authorization_id,
-            looked_up_ms=round((marks[0] - started) * 1000, 2),
-            publish_ms=round((marks[1] - marks[0]) * 1000, 2),
-            decision_ms=round((marks[2] - marks[1]) * 1000, 2),
-        )
-        return await self._record(ask, card, Answer(decision.approved, decision.reason, "authorizer", decision))
+        for stage, begun, ended in zip(_STAGES, [started, *marks[:-1]], marks, strict=True):
+            STAGE_SECONDS.labels(stage).observe(ended - begun)
+        return self._authorizers_answer(ask, card, decision)
+
+    def _authorizers_answer(self, ask: Ask, card: CardRef, decision: AuthorizationDecided) -> Answer:
+        """The decision as the answer, kept in `gateway.answers` after it is sent (`AnswerLog`): a
+        retry that finds no row asks the authorizer, which repeats its first decision. Unless another
+        attempt here reached the deadline first and answered decline: then that decline again.
+        """
+        declined = self._declined_here(ask)
+        if declined is not None:
+            return declined
+        answer = Answer(decision.approved, decision.reason, "authorizer", decision)
+        self._answer_log.keep(_row(ask, card, answer))
+        return answer
 
     async def _expire(self, request: AuthorizationRequested) -> None:
         """Past the deadline: say so on issuer.events, so a late approval's hold is released."""
@@ -271,10 +313,8 @@ class Answering:
                                             reason, answered_by, amount_minor, currency)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 ON CONFLICT (issuer, issuer_authorization_id) {conflict} RETURNING approved""",  # noqa: S608 - one of two literals
-            ask.issuer.value, ask.issuer_authorization_id, ask.card_token, card and card.wallet_id,
-            card and card.card_id, answer.approved, answer.reason.value, answer.answered_by,
-            ask.amount.amount_minor, ask.amount.currency,
-        )  # fmt: skip
+            *_row(ask, card, answer),
+        )
         if row is None:
             return await self._recorded(ask) or answer
         return answer

@@ -27,3 +27,11 @@ LIFECYCLE_EVENTS = Counter(
     "Issuer lifecycle events received, by what became of them",
     ["issuer", "fate"],
 )
+# Where an authorizer-answered authorization's time goes: looking up an earlier answer and the card,
+# publishing the request (Kafka's ack), waiting for the decision, recording the answer.
+STAGE_SECONDS = Histogram(
+    "pursestrings_gateway_stage_seconds",
+    "Time of each stage of an authorization answered by the authorizer",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5),
+)

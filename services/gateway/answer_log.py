@@ -1,0 +1,116 @@
+"""The authorizer's answers, kept in `gateway.answers` after they are sent, many rows per insert.
+
+An answer the authorizer made needs no record before it is sent: a retry finds no row, asks the
+authorizer again, and the authorizer gives every repeat of an authorization id its first decision.
+The gateway's own declines (unknown card, deadline, unavailable) are the ones a retry must find,
+and `Answering` records those before answering. So these rows are written off the answer's path,
+in groups: while one insert runs, the answers sent meanwhile wait for the next (a group commit);
+at 1,000 answers/s that is one round trip for several answers instead of one each (decision 0006).
+
+A row whose key is taken (a deadline's decline recorded by another attempt, in another gateway
+instance, between this attempt's lookup and its answer) is left as it is and logged
+`answer_record_conflict`: what the table says then differs from what this attempt answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.platform.logging import get_logger
+
+_log = get_logger("gateway")
+# An answer row: issuer, authorization id, card token, wallet id, card id, approved, reason,
+# answered by, amount (minor units), currency.
+AnswerRow = tuple[str, str, str, str | None, str | None, bool, str, str, int, str]
+_COLUMNS = 10
+_INSERT = """
+INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved, reason,
+                             answered_by, amount_minor, currency)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[],
+                     $8::text[], $9::bigint[], $10::text[])
+ON CONFLICT (issuer, issuer_authorization_id) DO NOTHING
+RETURNING issuer, issuer_authorization_id
+"""
+_RECORDED = """
+SELECT issuer, issuer_authorization_id, approved, reason FROM gateway.answers
+ WHERE (issuer, issuer_authorization_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
+MAX_GROUP = 1_000
+MAX_WAITING = 100_000  # past this (Postgres away for long), the oldest rows are given up, logged
+RETRY_PAUSE_S = 0.5
+
+
+class AnswerLog:
+    """Rows queued by `keep`, inserted in groups by one background task; `close` writes the rest."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiting: list[AnswerRow] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Rows not yet written."""
+        return len(self._waiting)
+
+    def keep(self, row: AnswerRow) -> None:
+        """Queue one answer's row; the writer takes it with the next group."""
+        self._waiting.append(row)
+        if len(self._waiting) > MAX_WAITING:
+            given_up, self._waiting = self._waiting[:-MAX_WAITING], self._waiting[-MAX_WAITING:]
+            _log.error("answer_records_given_up", rows=len(given_up), first=given_up[0][1])
+        if self._writer is None and not self._closed:
+            self._writer = asyncio.create_task(self._write())
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Write what waits (for at most `timeout_s`); what could not be written is logged."""
+        self._closed = True
+        if self._waiting and self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        if self._writer is not None:
+            done, _ = await asyncio.wait([self._writer], timeout=timeout_s)
+            if not done:
+                self._writer.cancel()
+        if self._waiting:
+            _log.error("answer_records_unwritten", rows=len(self._waiting), first=self._waiting[0][1])
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                try:
+                    kept = await self._insert(group)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    _log.warning("answer_records_retrying", rows=len(group), error=str(error)[:300])
+                    self._waiting = group + self._waiting
+                    if self._closed:
+                        return
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                    continue
+                if len(kept) < len(group):
+                    await self._compare([row for row in group if (row[0], row[1]) not in kept])
+        finally:
+            self._writer = None
+
+    async def _compare(self, taken: list[AnswerRow]) -> None:
+        """Rows whose key was taken: the same answer twice (attempts that shared one wait) is fine;
+        a different one is logged. Best effort: Postgres failing here only loses the comparison.
+        """
+        try:
+            rows = await self._pool.fetch(_RECORDED, [row[0] for row in taken], [row[1] for row in taken])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        recorded = {(r["issuer"], r["issuer_authorization_id"]): (r["approved"], r["reason"]) for r in rows}
+        for row in taken:
+            if recorded.get((row[0], row[1]), (row[5], row[6])) != (row[5], row[6]):
+                _log.warning("answer_record_conflict", issuer=row[0], authorization_id=row[1],
+                             answered=row[6], recorded=recorded[(row[0], row[1])][1])  # fmt: skip
+
+    async def _insert(self, group: Sequence[AnswerRow]) -> set[tuple[str, str]]:
+        columns = [list(column) for column in zip(*group, strict=True)] if group else [[]] * _COLUMNS
+        rows = await self._pool.fetch(_INSERT, *columns)
+        return {(row["issuer"], row["issuer_authorization_id"]) for row in rows}

@@ -1,0 +1,115 @@
+"""`AnswerLog`: the authorizer's answers kept in groups after they are sent. Postgres is played by a
+fake pool here (what each insert received); the webhook tests on the real services show the rows land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import structlog
+
+from services.gateway import answer_log
+from services.gateway.answer_log import AnswerLog, AnswerRow
+
+
+def _row(authorization_id: str) -> AnswerRow:
+    return ("stripe", authorization_id, "tok", "w1", "c1", True, "approved", "authorizer", 100, "USD")
+
+
+class FakePool:
+    """Records each insert's rows; `gate` holds inserts back; `failures` makes the next ones fail."""
+
+    def __init__(self, recorded: dict[tuple[str, str], tuple[bool, str]] | None = None) -> None:
+        self.groups: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failures = 0
+        self.recorded = recorded or {}
+
+    async def fetch(self, query: str, *columns: list[Any]) -> list[dict[str, Any]]:
+        """The comparison's SELECT, or the insert: what it kept (ON CONFLICT DO NOTHING)."""
+        if query is answer_log._RECORDED:  # noqa: SLF001
+            return [
+                {"issuer": i, "issuer_authorization_id": a, "approved": v[0], "reason": v[1]}
+                for i, a in zip(columns[0], columns[1], strict=True)
+                if (v := self.recorded.get((i, a))) is not None
+            ]
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise OSError("connection refused")
+        self.groups.append(list(columns[1]))
+        kept = []
+        for issuer, authorization_id, approved, reason in zip(columns[0], columns[1], columns[5], columns[6],
+                                                              strict=True):  # fmt: skip
+            if (issuer, authorization_id) not in self.recorded:
+                self.recorded[(issuer, authorization_id)] = (approved, reason)
+                kept.append({"issuer": issuer, "issuer_authorization_id": authorization_id})
+        return kept
+
+
+async def _settled(log: AnswerLog) -> None:
+    for _ in range(200):
+        if not log.waiting and log._writer is None:  # noqa: SLF001
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the writer did not finish")
+
+
+async def test_answers_sent_during_an_insert_go_together_in_the_next() -> None:
+    """A group commit: one insert at a time; what queues meanwhile is the next insert."""
+    pool = FakePool()
+    log = AnswerLog(pool)
+    pool.gate.clear()
+    log.keep(_row("a"))
+    await asyncio.sleep(0.001)  # the first insert is under way, holding "a"
+    for authorization_id in ("b", "c", "d"):
+        log.keep(_row(authorization_id))
+    pool.gate.set()
+    await _settled(log)
+    assert pool.groups == [["a"], ["b", "c", "d"]]
+
+
+async def test_rows_wait_while_postgres_is_away_and_none_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed insert is tried again with the same rows."""
+    monkeypatch.setattr(answer_log, "RETRY_PAUSE_S", 0.001)
+    pool = FakePool()
+    pool.failures = 3
+    log = AnswerLog(pool)
+    log.keep(_row("a"))
+    log.keep(_row("b"))
+    await _settled(log)
+    assert sorted(a for group in pool.groups for a in group) == ["a", "b"]
+
+
+async def test_a_different_answer_on_record_is_logged_the_same_one_is_not() -> None:
+    """Two attempts that shared one wait keep the same row twice: no noise; a different one is logged."""
+    pool = FakePool(
+        recorded={("stripe", "same"): (True, "approved"), ("stripe", "other"): (False, "deadline_exceeded")}
+    )
+    log = AnswerLog(pool)
+    with structlog.testing.capture_logs() as logs:
+        log.keep(_row("same"))
+        log.keep(_row("other"))
+        log.keep(_row("new"))
+        await _settled(log)
+    conflicts = [entry for entry in logs if entry["event"] == "answer_record_conflict"]
+    assert [(c["authorization_id"], c["answered"], c["recorded"]) for c in conflicts] == [
+        ("other", "approved", "deadline_exceeded")
+    ]
+    assert pool.recorded[("stripe", "new")] == (True, "approved")
+
+
+async def test_close_writes_what_waits() -> None:
+    """A stop writes the rows still queued."""
+    pool = FakePool()
+    log = AnswerLog(pool)
+    pool.gate.clear()
+    log.keep(_row("a"))
+    log.keep(_row("b"))
+    pool.gate.set()
+    await log.close(timeout_s=5)
+    assert sorted(a for group in pool.groups for a in group) == ["a", "b"]
+    assert log.waiting == 0
