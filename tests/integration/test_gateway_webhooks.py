@@ -143,12 +143,22 @@ async def test_a_scripted_day_on_a_ten_dollar_card_gets_exactly_the_expected_ans
 async def test_a_retried_webhook_gets_the_same_answer(
     gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
 ) -> None:
-    """The same event sent twice (Stripe retries) is decided once and answered twice alike."""
+    """The same event sent twice (Stripe retries) is decided once and answered twice alike. The
+    authorizer's answer is recorded after it is sent (the retry may come before the row: the
+    authorizer repeats its first decision), and the row lands.
+    """
     await _ten_dollar_card(settings_for_gateway)
     signed = sign_for_stripe(stripe_authorization_request("iauth_r", TOKEN, 600), STRIPE_SECRET)
     first, second = (await _post(gateway, signed)).json(), (await _post(gateway, signed)).json()
     decisions = await pool.fetchval("SELECT count(*) FROM authorizer.decisions WHERE wallet_id = $1", WALLET)
     assert (first, second["approved"], decisions) == (second, True, 1)
+    query = "SELECT approved, reason, answered_by FROM gateway.answers WHERE issuer_authorization_id = 'iauth_r'"
+    for _ in range(100):
+        if (row := await pool.fetchrow(query)) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None
+    assert tuple(row) == (True, "approved", "authorizer")
 
 
 @pytest.mark.usefixtures("authorizer")
