@@ -257,6 +257,9 @@ class Answering:
         except Exception as error:  # noqa: BLE001 - Kafka unreachable or refusing: decline (fail closed)
             _log.error("authorization_publish_failed", error=str(error))
             future.cancel()
+            # The request may have landed all the same (an ack lost with the connection): if it is
+            # approved, its hold is released like a late approval's.
+            self._later(self._expire(request))
             return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
         for stage, begun, ended in zip(_STAGES, [started, *marks[:-1]], marks, strict=True):
             STAGE_SECONDS.labels(stage).observe(ended - begun)
