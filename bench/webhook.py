@@ -112,7 +112,7 @@ def _attack(url: str, count: int, tag: str, rate: int) -> dict[str, Any]:
     attack = subprocess.run(  # noqa: S603 - our binary, fixed arguments
         [str(_vegeta()), "attack", "-format=json", f"-rate={rate}/1s", f"-duration={seconds}s", "-timeout=10s",
          f"-connections={CONNECTIONS}"],
-        input="\n".join(targets).encode(), capture_output=True, check=True,
+        input="".join(f"{target}\n" for target in targets).encode(), capture_output=True, check=True,
     )  # fmt: skip
     report = subprocess.run(  # noqa: S603 - our binary, fixed arguments
         [str(_vegeta()), "report", "-type=json"], input=attack.stdout, capture_output=True, check=True
@@ -131,11 +131,17 @@ async def _load(settings: Settings, count: int, tag: str, *, recorded: bool = Tr
     if recorded:
         pool = await create_pool(settings)
         try:
-            answers = await pool.fetch(
-                "SELECT approved, reason, count(*) AS n FROM gateway.answers WHERE issuer_authorization_id LIKE $1"
-                " GROUP BY 1, 2",
-                f"{tag}%",
-            )
+            # The authorizer's answers are recorded just after they are sent (AnswerLog): wait for the
+            # last of them, for a few seconds at most.
+            for _ in range(50):
+                answers = await pool.fetch(
+                    "SELECT approved, reason, count(*) AS n FROM gateway.answers WHERE issuer_authorization_id LIKE $1"
+                    " GROUP BY 1, 2",
+                    f"{tag}%",
+                )
+                if sum(row["n"] for row in answers) >= report["requests"]:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await pool.close()
     latencies = report["latencies"]
