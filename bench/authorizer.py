@@ -6,7 +6,9 @@ Each system under test runs as a process of its own (the authorizer through its 
 `python -m services.authorizer`; the baselines through `bench._worker`), on the same real Kafka and a
 fresh Postgres database, fed the same pre-serialized requests by this process; latency is from a
 request's send to its decision's receipt (one clock). Every system is warmed up (group joined,
-wallets cached) before it is timed.
+wallets cached) before it is timed. Last, a second authorizer instance joins the group and the
+flat-out run is repeated on both (`decisions_per_s_two_instances`): what scaling out by partitions
+gives on the same machine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench._infra import (
     Running,
@@ -88,11 +92,13 @@ async def _drive(
     requests: list[tuple[str, bytes, bytes]],
     rate_per_s: float | None,
     *,
-    system: Running,
+    system: Running | tuple[Running, ...],
 ) -> dict[str, Any]:
     """Send `requests` (paced or flat out) and time each answer on `sink`; return rate, latency and
-    CPU time per request of `system`, Postgres, Kafka and this driver.
+    CPU time per request of `system` (all its instances together), Postgres, Kafka and this driver.
     """
+    instances = system if isinstance(system, tuple) else (system,)
+    roles = {f"system{index}": running for index, running in enumerate(instances)}
     sent: dict[str, int] = {}
     latencies_us: list[float] = []
     consumer = create_consumer(settings, [sink], group_id=f"bench-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest")
@@ -111,7 +117,7 @@ async def _drive(
                         latencies_us.append((received - sent.pop(auth)) / 1000)
 
     collector = asyncio.create_task(collect())
-    cpu_before = cpu_seconds({"system": system})
+    cpu_before = cpu_seconds(roles)
     started = time.perf_counter()
     for index, (auth, key, value) in enumerate(requests):
         if rate_per_s is not None:
@@ -121,7 +127,9 @@ async def _drive(
     await producer.flush()
     await asyncio.wait_for(collector, timeout=300)
     elapsed = time.perf_counter() - started
-    cpu = cpu_us_per_request(cpu_before, cpu_seconds({"system": system}), len(requests))
+    by_role = cpu_us_per_request(cpu_before, cpu_seconds(roles), len(requests))
+    cpu = {role: value for role, value in by_role.items() if role not in roles}
+    cpu["system"] = round(sum(value for role, value in by_role.items() if role in roles), 1)
     await producer.stop()
     await consumer.stop()
     ordered = sorted(latencies_us)
@@ -152,6 +160,27 @@ async def _prepare(settings: Settings) -> None:
             await producer.send(topic_name(Topic.WALLET_COMMANDS, settings.topic_prefix), serialize(command),
                                 key=command.wallet_id.encode())  # fmt: skip
     await producer.stop()
+
+
+async def _epochs(settings: Settings) -> dict[tuple[str, int], int]:
+    """The authorizer's epoch of each partition (a claim takes a new one)."""
+    connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+    try:
+        rows = await connection.fetch("SELECT topic, partition, epoch FROM authorizer.partition_offsets")
+    finally:
+        await connection.close()
+    return {(row["topic"], row["partition"]): row["epoch"] for row in rows}
+
+
+async def _reassigned(settings: Settings, before: dict[tuple[str, int], int], timeout_s: float = 60) -> None:
+    """Wait until every partition was claimed again (the rebalance a joining instance causes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = await _epochs(settings)
+        if all(now.get(key, 0) > epoch for key, epoch in before.items()):
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the partitions were not claimed again within {timeout_s:.0f} s")
 
 
 def _stage_seconds(lines: list[str]) -> dict[str, float | int]:
@@ -197,6 +226,16 @@ async def _measure() -> dict[str, Any]:
             results["authorizer_paced"] = await drive(*_paced("l"))
             # Latency below saturation too: at 5,000/s a slower system measures its queue, not itself.
             results["authorizer_light"] = await drive(*_light("m"))
+            # Scaling out: a second instance joins the group and takes half the partitions. One
+            # instance is bound by its one core; this says what the same machine gives with two.
+            epochs = await _epochs(settings)
+            with process(
+                service_command("services.authorizer"), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
+            ) as second:
+                await _reassigned(settings, epochs)
+                both = partial(_drive, settings, requests_topic, decisions_topic, system=(system, second))
+                await both(_requests(WARM_UP, "tw"), None)  # each instance caches its wallets again
+                results["authorizer_two_instances"] = await both(_requests(REQUESTS, "t"), None)
         results["authorizer_stage_seconds_whole_run"] = _stage_seconds(system.lines)
     return results
 
@@ -212,6 +251,8 @@ def main() -> None:
         "naive_per_s": round(naive["per_s"]),
         "ratio_vs_passthrough": round(ours["per_s"] / ceiling["per_s"], 3),
         "ratio_vs_naive": round(ours["per_s"] / naive["per_s"], 2),
+        # Two instances in one group on the same two cores (the design scales out by partitions).
+        "decisions_per_s_two_instances": round(results["authorizer_two_instances"]["per_s"]),
         "p50_ms_at_5k": round(results["authorizer_paced"]["p50_ms"], 2),
         "p99_ms_at_5k": round(results["authorizer_paced"]["p99_ms"], 2),
         "achieved_paced_per_s": round(results["authorizer_paced"]["per_s"]),
@@ -226,6 +267,7 @@ def main() -> None:
         "cpu_us_per_decision": results["authorizer"]["cpu_us_per_request"],
         "cpu_us_per_passthrough": results["passthrough"]["cpu_us_per_request"],
         "cpu_us_per_naive": results["naive"]["cpu_us_per_request"],
+        "cpu_us_per_decision_two_instances": results["authorizer_two_instances"]["cpu_us_per_request"],
         "cores": os.cpu_count(),
         "requests": REQUESTS,
         "details": results,
