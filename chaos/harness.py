@@ -46,6 +46,7 @@ MERCHANTS = (
     Merchant(name="Modal Labs", mcc="7372", network_id="modal", country="US"),
 )
 _log = get_logger("chaos")
+WEBHOOK_PREFIX = "iauth_chaos_"  # authorization ids asked through the gateway's webhook
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class Workload:
                                                            self._rng.randrange(50, 1_500)))  # fmt: skip
 
     def _authorize_by_webhook(self, wallet_id: str) -> None:
-        authorization_id = f"iauth_chaos_{self._rng.getrandbits(48):012x}"
+        authorization_id = f"{WEBHOOK_PREFIX}{self._rng.getrandbits(48):012x}"
         card_id = self._rng.choice(self.cards[wallet_id])
         amount = self._rng.randrange(50, 1_500)
         task = asyncio.create_task(self._webhook(authorization_id, f"tok-{card_id}", amount))
@@ -294,7 +295,7 @@ class Workload:
         self._tally.webhooks_unanswered.append(authorization_id)
 
     async def _lifecycle(self) -> None:
-        open_ = [a for a in self.approved if a not in self._settled]
+        open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
         roll = self._rng.random()
         if roll < 0.1:
             wallet_id = self._rng.choice(self.wallets)
@@ -359,9 +360,23 @@ class Workload:
         self._tally.duplicates += 1
         await self.send(topic, message, remember=False)
 
+    def _issuer_approved(self, authorization_id: str) -> bool:
+        """Whether the issuer would settle this authorization: one asked on Kafka (no issuer answer to
+        wait for), or a webhook answered approved. A webhook answered decline (the deadline, say) is
+        never captured nor reversed by the issuer, even if the authorizer approved it late: its hold
+        must go by the gateway's expiry, and a leak shows as `holds_leaked`.
+        """
+        if not authorization_id.startswith(WEBHOOK_PREFIX):
+            return True
+        return self._tally.webhook_answers.get(authorization_id) is True
+
     async def settle_everything(self) -> None:
-        """The end: release every approved hold not yet settled (full reversals)."""
+        """The end: release every hold the issuer knows as approved and not yet settled (full
+        reversals). Late approvals of declined webhooks are left to the gateway's expiries.
+        """
         for authorization_id in sorted(set(self.approved) - self._settled):
+            if not self._issuer_approved(authorization_id):
+                continue
             decision = self.approved[authorization_id]
             await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(
                 event_id=uuid.uuid4(), wallet_id=decision.wallet_id, card_id=decision.card_id, issuer=Issuer.STRIPE,
