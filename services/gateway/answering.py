@@ -86,6 +86,19 @@ def _row(ask: Ask, card: CardRef | None, answer: Answer) -> AnswerRow:
     )  # fmt: skip
 
 
+def _expiry(issuer: Issuer, authorization_id: str, wallet_id: str, card_id: str, now: datetime) -> AuthorizationExpired:
+    """The gateway's expiry of an authorization it declined itself (its id derived, so repeats apply once)."""
+    return AuthorizationExpired(
+        event_id=issuer_event_id(issuer, "deadline", authorization_id),
+        wallet_id=wallet_id,
+        card_id=card_id,
+        issuer=issuer,
+        occurred_at=now,
+        issuer_authorization_id=authorization_id,
+        cause="gateway_deadline",
+    )
+
+
 class CardUnknown(LookupError):
     """A lifecycle event for a card we do not have."""
 
@@ -144,7 +157,7 @@ class Answering:
             if attempt.future is not None:
                 attempt.future.cancel()
             if attempt.request is not None:
-                self._later(self._expire(attempt.request))
+                self._later(self._expire_unrecorded(attempt.request))
         ANSWER_SECONDS.labels(ask.issuer.value).observe(time.perf_counter() - started)
         ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
         return answer
@@ -192,7 +205,13 @@ class Answering:
         """
         try:
             async with asyncio.timeout(RECORD_GRACE.total_seconds()):
-                await self._record(ask, attempt.card, _declined(ReasonCode.DEADLINE_EXCEEDED), overwrite=True)
+                await self._record(
+                    ask,
+                    attempt.card,
+                    _declined(ReasonCode.DEADLINE_EXCEEDED),
+                    overwrite=True,
+                    expiry_owed=attempt.request is not None,
+                )
         except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             _log.error(
                 "deadline_record_late", error=str(error) or "timeout", authorization_id=ask.issuer_authorization_id
@@ -202,18 +221,84 @@ class Answering:
 
     async def _after_deadline(self, ask: Ask, attempt: _Attempt, *, recorded: bool) -> None:
         """The answer was decline: release a late approval's hold, and record what was answered if
-        that could not be done before the answer.
+        that could not be done before the answer. An expiry not published stays owed on the answer's
+        row, for `relay_owed_expiries`.
         """
         if attempt.future is not None:
             attempt.future.cancel()
-        if attempt.request is not None:
-            await self._expire(attempt.request)
-        if recorded:
-            return
+        published = attempt.request is None or await self._expire(attempt.request)
         try:
-            await self._record(ask, attempt.card, _declined(ReasonCode.DEADLINE_EXCEEDED), overwrite=True)
+            if not recorded:
+                await self._record(
+                    ask,
+                    attempt.card,
+                    _declined(ReasonCode.DEADLINE_EXCEEDED),
+                    overwrite=True,
+                    expiry_owed=not published,
+                )
+            elif attempt.request is not None and published:
+                await self._expiry_paid(ask)
         except (OSError, asyncpg.PostgresError) as error:
             _log.error("deadline_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
+
+    async def _expire_unrecorded(self, request: AuthorizationRequested) -> None:
+        """Postgres away: the expiry cannot be recorded as owed, so it is only published (logged if not)."""
+        await self._expire(request)
+
+    async def _expire_owed(self, ask: Ask, request: AuthorizationRequested) -> None:
+        """Publish the expiry recorded as owed with the answer, and say it is paid."""
+        if not await self._expire(request):
+            return  # still owed: the relay publishes it
+        try:
+            await self._expiry_paid(ask)
+        except (OSError, asyncpg.PostgresError) as error:
+            _log.error("expiry_paid_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
+
+    async def _expiry_paid(self, ask: Ask) -> None:
+        await self._pool.execute(
+            """UPDATE gateway.answers SET expiry_owed_since = NULL
+               WHERE issuer = $1 AND issuer_authorization_id = $2 AND expiry_owed_since IS NOT NULL""",
+            ask.issuer.value, ask.issuer_authorization_id,
+        )  # fmt: skip
+
+    async def relay_owed_expiries(self, older_than: timedelta = timedelta(seconds=10), limit: int = 500) -> int:
+        """Publish the expiries still owed (recorded with a decline more than `older_than` ago: the
+        answering attempt itself had that long) and mark them paid; return how many. The expiry's
+        id is derived from the authorization, so one published twice (two gateways relaying) is
+        applied once.
+        """
+        rows = await self._pool.fetch(
+            """SELECT issuer, issuer_authorization_id, wallet_id, card_id FROM gateway.answers
+               WHERE expiry_owed_since < now() - $1::interval ORDER BY expiry_owed_since LIMIT $2""",
+            older_than, limit,
+        )  # fmt: skip
+        paid: list[tuple[str, str]] = []
+        for row in rows:
+            expired = _expiry(Issuer(row["issuer"]), row["issuer_authorization_id"], row["wallet_id"],
+                              row["card_id"], self._clock())  # fmt: skip
+            try:
+                await self._publish(Topic.ISSUER_EVENTS, expired)
+            except Exception as error:  # noqa: BLE001 - Kafka still away: the rest waits for the next round
+                _log.warning("owed_expiries_waiting", error=str(error)[:300], owed=len(rows) - len(paid))
+                break
+            paid.append((row["issuer"], row["issuer_authorization_id"]))
+        if paid:
+            await self._pool.execute(
+                """UPDATE gateway.answers SET expiry_owed_since = NULL
+                   WHERE (issuer, issuer_authorization_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+                [issuer for issuer, _ in paid], [authorization_id for _, authorization_id in paid],
+            )  # fmt: skip
+            _log.info("owed_expiries_relayed", count=len(paid))
+        return len(paid)
+
+    async def run_expiry_relay(self, every: timedelta = timedelta(seconds=5)) -> None:
+        """`relay_owed_expiries` every `every`, until cancelled (the gateway's lifespan runs it)."""
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            try:
+                await self.relay_owed_expiries()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                _log.warning("owed_expiries_unread", error=str(error)[:300])
 
     async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:
         started, now = time.perf_counter(), self._clock()
@@ -258,9 +343,10 @@ class Answering:
             _log.error("authorization_publish_failed", error=str(error))
             future.cancel()
             # The request may have landed all the same (an ack lost with the connection): if it is
-            # approved, its hold is released like a late approval's.
-            self._later(self._expire(request))
-            return await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE))
+            # approved, its hold is released like a late approval's (owed until published).
+            answer = await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE), expiry_owed=True)
+            self._later(self._expire_owed(ask, request))
+            return answer
         for stage, begun, ended in zip(_STAGES, [started, *marks[:-1]], marks, strict=True):
             STAGE_SECONDS.labels(stage).observe(ended - begun)
         return self._authorizers_answer(ask, card, decision)
@@ -277,21 +363,18 @@ class Answering:
         self._answer_log.keep(_row(ask, card, answer))
         return answer
 
-    async def _expire(self, request: AuthorizationRequested) -> None:
-        """Past the deadline: say so on issuer.events, so a late approval's hold is released."""
-        expired = AuthorizationExpired(
-            event_id=issuer_event_id(request.issuer, "deadline", request.issuer_authorization_id),
-            wallet_id=request.wallet_id,
-            card_id=request.card_id,
-            issuer=request.issuer,
-            occurred_at=self._clock(),
-            issuer_authorization_id=request.issuer_authorization_id,
-            cause="gateway_deadline",
-        )
+    async def _expire(self, request: AuthorizationRequested) -> bool:
+        """Past the deadline: say so on issuer.events, so a late approval's hold is released. False
+        when Kafka refused it (logged; the caller leaves it owed).
+        """
+        expired = _expiry(request.issuer, request.issuer_authorization_id, request.wallet_id, request.card_id,
+                          self._clock())  # fmt: skip
         try:
             await self._publish(Topic.ISSUER_EVENTS, expired)
         except Exception as error:  # noqa: BLE001 - the issuer still gets its decline; the gap is logged
             _log.error("expiry_publish_failed", error=str(error), authorization_id=request.issuer_authorization_id)
+            return False
+        return True
 
     async def _recorded(self, ask: Ask) -> Answer | None:
         row = await self._pool.fetchrow(
@@ -301,22 +384,27 @@ class Answering:
         )  # fmt: skip
         return None if row is None else Answer(row["approved"], ReasonCode(row["reason"]), row["answered_by"])
 
-    async def _record(self, ask: Ask, card: CardRef | None, answer: Answer, *, overwrite: bool = False) -> Answer:
+    async def _record(
+        self, ask: Ask, card: CardRef | None, answer: Answer, *, overwrite: bool = False, expiry_owed: bool = False
+    ) -> Answer:
         """Keep the answer; if a concurrent retry recorded one first, that one is the answer (unless
-        `overwrite`: a deadline's decline was already sent, so it is what stands).
+        `overwrite`: a deadline's decline was already sent, so it is what stands). `expiry_owed`: the
+        request may be on Kafka and an expiry must follow (see `relay_owed_expiries`).
         """
         conflict = (
             "DO UPDATE SET approved = EXCLUDED.approved, reason = EXCLUDED.reason, answered_by = EXCLUDED.answered_by,"
-            " answered_at = now()"
+            " answered_at = now(),"
+            " expiry_owed_since = coalesce(answers.expiry_owed_since, EXCLUDED.expiry_owed_since)"
             if overwrite
             else "DO NOTHING"
         )
         row = await self._pool.fetchrow(
             f"""INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved,
-                                            reason, answered_by, amount_minor, currency)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                            reason, answered_by, amount_minor, currency, expiry_owed_since)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $11 THEN now() END)
                 ON CONFLICT (issuer, issuer_authorization_id) {conflict} RETURNING approved""",  # noqa: S608 - one of two literals
             *_row(ask, card, answer),
+            expiry_owed,
         )
         if row is None:
             return await self._recorded(ask) or answer

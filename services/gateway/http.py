@@ -8,6 +8,8 @@ Webhook POSTs are served from the ASGI scope ahead of FastAPI (`_FastPath`): the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -223,9 +225,14 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
             topic_prefix=settings.topic_prefix,
             deadline=timedelta(milliseconds=settings.auth_deadline_ms),
         )
+        # Expiries owed by declines whose expiry could not be published then (Kafka away).
+        relay = asyncio.create_task(app.state.answering.run_expiry_relay())
         try:
             yield
         finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             await app.state.answering.close()
             await commands.stop()
             await waiter.stop()

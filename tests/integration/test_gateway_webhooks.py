@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -20,6 +20,8 @@ from schemas.common import Issuer
 from schemas.topics import Topic
 from schemas.wallet import CreateCard, CreateWallet
 from services.authorizer.runtime import Authorizer
+from services.gateway.answering import Answering
+from services.gateway.directory import CardDirectory
 from services.gateway.simulator import (
     Signed,
     generic_authorization_request,
@@ -31,6 +33,7 @@ from services.gateway.simulator import (
     stripe_capture,
     stripe_reversal,
 )
+from services.platform.kafka import create_broker
 from services.platform.settings import Settings
 from tests.support.builders import command_fields, usd
 from tests.support.infra import Infrastructure
@@ -231,6 +234,49 @@ async def test_with_the_authorizer_down_the_answer_is_a_decline_within_the_deadl
         [False],
         0,
     )
+    owed = "SELECT expiry_owed_since FROM gateway.answers WHERE issuer_authorization_id = 'iauth_late'"
+    for _ in range(100):  # the expiry is published, then marked paid, after the answer
+        if await pool.fetchval(owed) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert await pool.fetchval(owed) is None
+
+
+async def test_an_expiry_still_owed_is_published_by_the_relay(
+    settings_for_gateway: Settings, pool: asyncpg.Pool
+) -> None:
+    """A deadline decline whose expiry could not be published then (Kafka away) stays owed on its
+    row; the relay publishes it once the row is older than the answering attempt's own chance, and
+    marks it paid. A row not yet that old is left to its attempt.
+    """
+    await pool.execute(
+        """INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, wallet_id, card_id, approved,
+                                        reason, answered_by, amount_minor, currency, expiry_owed_since)
+           VALUES ('stripe', 'iauth_owed', 'tok', 'w-owed', 'c-owed', false, 'deadline_exceeded', 'gateway', 100,
+                   'USD', now() - interval '1 minute'),
+                  ('stripe', 'iauth_fresh', 'tok', 'w-owed', 'c-owed', false, 'deadline_exceeded', 'gateway', 100,
+                   'USD', now())"""
+    )
+    broker = create_broker(settings_for_gateway)
+    await broker.start()
+    try:
+        answering = Answering(
+            broker=broker, pool=pool, directory=CardDirectory(pool), waiter=None,  # type: ignore[arg-type]
+            topic_prefix=settings_for_gateway.topic_prefix, deadline=timedelta(seconds=1),
+        )  # fmt: skip
+        async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
+            relayed = await answering.relay_owed_expiries(older_than=timedelta(seconds=10))
+            expired = await lifecycle.wait_for(lambda items: len(items) >= 1)
+        again = await answering.relay_owed_expiries(older_than=timedelta(seconds=10))
+    finally:
+        await broker.stop()
+    still_owed = await pool.fetch(
+        "SELECT issuer_authorization_id FROM gateway.answers WHERE expiry_owed_since IS NOT NULL"
+    )
+    assert (relayed, again, [r["issuer_authorization_id"] for r in still_owed]) == (1, 0, ["iauth_fresh"])
+    assert [(e.type, e.issuer_authorization_id, e.wallet_id, e.card_id, e.cause) for e in expired] == [
+        ("authorization_expired", "iauth_owed", "w-owed", "c-owed", "gateway_deadline")
+    ]
 
 
 async def test_a_deadline_decline_is_on_record_before_it_is_answered(

@@ -30,10 +30,21 @@ class _Broker:
 
 
 class _Pool:
-    """No earlier answer; every insert succeeds."""
+    """No earlier answer; every insert succeeds (what it was asked is kept)."""
+
+    def __init__(self) -> None:
+        self.inserted: list[tuple[Any, ...]] = []
+        self.executed: list[str] = []
 
     async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:
-        return None if query.lstrip().startswith("SELECT") else {"approved": args[5]}
+        if query.lstrip().startswith("SELECT"):
+            return None
+        self.inserted.append(args)
+        return {"approved": args[5]}
+
+    async def execute(self, query: str, *args: Any) -> str:  # noqa: ARG002
+        self.executed.append(" ".join(query.split()))
+        return "UPDATE 1"
 
 
 class _Directory:
@@ -48,12 +59,13 @@ class _Waiter:
 
 async def test_a_request_whose_publish_failed_is_declined_and_expired() -> None:
     """Declined `system_unavailable`; and since the request may have landed all the same, its
-    expiry is published, so an approval of it would have its hold released.
+    expiry is owed with the answer's record and published, so an approval of it would have its
+    hold released.
     """
-    broker = _Broker()
+    broker, pool = _Broker(), _Pool()
     answering = Answering(
         broker=broker,  # type: ignore[arg-type]
-        pool=_Pool(),
+        pool=pool,
         directory=_Directory(),  # type: ignore[arg-type]
         waiter=_Waiter(),  # type: ignore[arg-type]
         topic_prefix="t",
@@ -70,3 +82,7 @@ async def test_a_request_whose_publish_failed_is_declined_and_expired() -> None:
         "iauth_lost_ack",
         "gateway_deadline",
     )
+    # Recorded as owed with the decline, then paid once published.
+    [inserted] = pool.inserted
+    assert inserted[-1] is True
+    assert [q.split(" WHERE")[0] for q in pool.executed] == ["UPDATE gateway.answers SET expiry_owed_since = NULL"]
