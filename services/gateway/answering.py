@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
@@ -30,6 +29,7 @@ from services.gateway.directory import CardDirectory, CardRef
 from services.gateway.issuers import Ask, Notice, WebhookInvalid
 from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES, STAGE_SECONDS
 from services.gateway.replies import Overloaded, Replies
+from services.platform.kafka import Publisher
 from services.platform.logging import get_logger
 
 _log = get_logger("gateway")
@@ -109,7 +109,7 @@ class Answering:
     def __init__(
         self,
         *,
-        broker: KafkaBroker,
+        broker: Publisher,
         pool: asyncpg.Pool,
         directory: CardDirectory,
         waiter: Replies[AuthorizationDecided],

@@ -41,7 +41,7 @@ from services.gateway.management import Management, management_router
 from services.gateway.metrics import LIFECYCLE_EVENTS, SIGNATURE_FAILURES
 from services.gateway.replies import command_replies, decision_replies
 from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, SignatureInvalid, verify_lithic, verify_stripe
-from services.platform.kafka import create_broker
+from services.platform.kafka import Publisher, create_broker
 from services.platform.logging import get_logger
 from services.platform.postgres import create_pool
 from services.platform.settings import Settings
@@ -216,9 +216,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         await waiter.start()
         commands = command_replies(settings, settings.gateway_max_pending)
         await commands.start()
-        app.state.management = Management(pool, broker, commands, settings.topic_prefix)
+        publisher = Publisher(broker)  # a new producer if a Kafka restart left this one refusing sends
+        app.state.management = Management(pool, publisher, commands, settings.topic_prefix)
         app.state.answering = Answering(
-            broker=broker,
+            broker=publisher,
             pool=pool,
             directory=CardDirectory(pool),
             waiter=waiter,

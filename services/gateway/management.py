@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request
-from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import CapKind, Identifier, Issuer, Mcc, Reason, TraceId
@@ -48,6 +47,7 @@ from services.authorizer.state import WalletState, bound_trace
 from services.authorizer.store import Store
 from services.gateway.keys import ApiKey, Scope, authenticate
 from services.gateway.replies import Overloaded, Replies
+from services.platform.kafka import Publisher
 
 COMMAND_TIMEOUT_S = 10.0
 
@@ -220,7 +220,7 @@ def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
 class Management:
     """What the /v1 handlers share: Postgres, the broker and the replies of wallet commands."""
 
-    def __init__(self, pool: asyncpg.Pool, broker: KafkaBroker, replies: Replies[AnyWalletEvent], prefix: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, broker: Publisher, replies: Replies[AnyWalletEvent], prefix: str) -> None:
         self.pool = pool
         self._broker = broker
         self._replies = replies

@@ -13,10 +13,21 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from faststream.kafka import KafkaBroker
 
 from schemas.topics import Topic, topic_name
+from services.platform.logging import get_logger
 from services.platform.settings import Settings
+
+_log = get_logger("kafka")
 
 # Kafka's CreateTopics error codes that we handle by name.
 _TOPIC_ALREADY_EXISTS = 36
@@ -95,6 +106,44 @@ def create_broker(settings: Settings) -> KafkaBroker:
         enable_idempotence=True,
         request_timeout_ms=settings.kafka_request_timeout_ms,
     )
+
+
+# What an idempotent producer answers once a broker restart left its sequence behind: it refuses
+# every later send too, so only a new producer goes on (the authorizer makes one; see decision 0004).
+PRODUCER_BROKEN = (
+    OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, InvalidProducerIdMapping, ProducerFenced,
+    ProducerClosed,
+)  # fmt: skip
+
+
+class Publisher:
+    """A FastStream broker's `publish` that outlives a Kafka restart: when the broker's producer is
+    left refusing every send (`PRODUCER_BROKEN`), the broker is restarted once (a new producer) and
+    the send tried again. Concurrent sends that failed on the same producer renew it once.
+    """
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+        self._renewing = asyncio.Lock()
+        self._generation = 0
+
+    async def publish(self, payload: bytes, *, topic: str, key: bytes) -> None:
+        """Send and wait for Kafka's acknowledgement; raise what Kafka answered otherwise."""
+        generation = self._generation
+        try:
+            await self.broker.publish(payload, topic=topic, key=key)
+        except PRODUCER_BROKEN as error:
+            await self._renew(generation, error)
+            await self.broker.publish(payload, topic=topic, key=key)
+
+    async def _renew(self, generation: int, error: Exception) -> None:
+        async with self._renewing:
+            if generation != self._generation:
+                return  # renewed meanwhile by another send that failed on the same producer
+            _log.warning("producer_renewed", error=f"{type(error).__name__}: {error}"[:300])
+            await self.broker.stop()
+            await self.broker.start()
+            self._generation += 1
 
 
 async def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec], timeout_ms: int = 30_000) -> None:

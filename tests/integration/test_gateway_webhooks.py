@@ -33,7 +33,7 @@ from services.gateway.simulator import (
     stripe_capture,
     stripe_reversal,
 )
-from services.platform.kafka import create_broker
+from services.platform.kafka import Publisher, create_broker
 from services.platform.settings import Settings
 from tests.support.builders import command_fields, usd
 from tests.support.infra import Infrastructure
@@ -261,7 +261,7 @@ async def test_an_expiry_still_owed_is_published_by_the_relay(
     await broker.start()
     try:
         answering = Answering(
-            broker=broker, pool=pool, directory=CardDirectory(pool), waiter=None,  # type: ignore[arg-type]
+            broker=Publisher(broker), pool=pool, directory=CardDirectory(pool), waiter=None,  # type: ignore[arg-type]
             topic_prefix=settings_for_gateway.topic_prefix, deadline=timedelta(seconds=1),
         )  # fmt: skip
         async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
