@@ -195,11 +195,9 @@ class Notifier:
         await store.owe(connection, row["request_id"], "chat.postEphemeral", {"user": click.user_id, "text": text})
 
     async def _send_raise(self, command: bytes) -> None:
-        producer = self._kafka.producer
-        assert producer is not None  # noqa: S101 - start() runs first
         wallet_id = json.loads(command)["wallet_id"]
-        await producer.send_and_wait(
-            topic_name(Topic.WALLET_COMMANDS, self._kafka.settings.topic_prefix), command, key=wallet_id.encode()
+        await self._kafka.send_and_wait(
+            topic_name(Topic.WALLET_COMMANDS, self._kafka.settings.topic_prefix), command, wallet_id.encode()
         )
 
     # ───────────────────────────── sweep ─────────────────────────────

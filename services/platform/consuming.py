@@ -8,17 +8,19 @@ bad records dead-lettered with the error, a batch read again when Postgres is aw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from schemas.registry import InvalidMessage, Message, parse
 from schemas.topics import Topic, message_key, topic_name
-from services.platform.kafka import create_consumer, create_producer
+from services.platform.kafka import PRODUCER_BROKEN, create_consumer, create_producer
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
 
@@ -92,10 +94,49 @@ class IdempotentConsumer:
                     await asyncio.sleep(_RETRY_AFTER_S)
                     continue
                 letters, self._letters = self._letters, []
-                await asyncio.gather(*letters)  # dead letters reach Kafka before their offsets are committed
+                try:
+                    await asyncio.gather(*letters)  # dead letters reach Kafka before their offsets are committed
+                except PRODUCER_BROKEN as error:
+                    # A Kafka restart left the producer refusing every send: a new one, and the batch
+                    # again (its dead letters with it; a letter sent twice carries the same offset).
+                    with contextlib.suppress(KafkaError):  # Kafka still away: the next batch tries again
+                        await self.renew_producer(error)
+                    for tp, partition_records in batches.items():
+                        consumer.seek(tp, partition_records[0].offset)
+                    await asyncio.sleep(_RETRY_AFTER_S)
+                    continue
                 await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
             if after_batch is not None:
                 await after_batch()
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        """Send and wait for the acknowledgement; if a Kafka restart left the producer refusing every
+        send, once more with a new producer.
+        """
+        assert self.producer is not None  # noqa: S101 - start() runs first
+        try:
+            await self.producer.send_and_wait(topic, value, key=key)
+        except PRODUCER_BROKEN as error:
+            await self.renew_producer(error)
+            await self.producer.send_and_wait(topic, value, key=key)
+
+    async def renew_producer(self, error: Exception) -> None:
+        """Replace the producer (an idempotent one can be left unusable by a broker restart). The new
+        one is used only once started: a send through a producer whose start failed waits forever
+        (aiokafka #759). If it cannot start, the error is raised and the old producer stays.
+        """
+        self._log.warning("producer_renewed", error=f"{type(error).__name__}: {error}"[:300])
+        new = create_producer(self.settings)
+        try:
+            await new.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await new.stop()
+            raise
+        old, self.producer = self.producer, new
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
 
     async def parse(self, record: Record) -> tuple[Topic, Message] | None:
         """The record's topic and message, or None after dead-lettering it with the error."""

@@ -126,23 +126,33 @@ class Publisher:
         self.broker = broker
         self._renewing = asyncio.Lock()
         self._generation = 0
+        self._stopped = False  # a renewal stopped the broker and could not start it again (Kafka away)
 
     async def publish(self, payload: bytes, *, topic: str, key: bytes) -> None:
         """Send and wait for Kafka's acknowledgement; raise what Kafka answered otherwise."""
         generation = self._generation
+        if self._stopped:
+            # Never a send through a producer whose start failed: it would wait forever (aiokafka #759).
+            await self._renew(generation, None)
         try:
             await self.broker.publish(payload, topic=topic, key=key)
         except PRODUCER_BROKEN as error:
             await self._renew(generation, error)
             await self.broker.publish(payload, topic=topic, key=key)
 
-    async def _renew(self, generation: int, error: Exception) -> None:
+    async def _renew(self, generation: int, error: Exception | None) -> None:
+        """A new producer: the broker stopped and started. If the start fails, the error is raised
+        and the next send tries again.
+        """
         async with self._renewing:
             if generation != self._generation:
                 return  # renewed meanwhile by another send that failed on the same producer
-            _log.warning("producer_renewed", error=f"{type(error).__name__}: {error}"[:300])
-            await self.broker.stop()
+            if not self._stopped:
+                _log.warning("producer_renewed", error=f"{type(error).__name__}: {error}"[:300])
+                await self.broker.stop()
+                self._stopped = True
             await self.broker.start()
+            self._stopped = False
             self._generation += 1
 
 

@@ -9,14 +9,18 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
 
+from schemas.topics import Topic
+from services.platform.consuming import IdempotentConsumer
 from services.platform.kafka import Publisher
+from services.platform.settings import Settings
 
 
 class _Broker:
     """Refuses every send with `error` until restarted; counts restarts and what it sent."""
 
-    def __init__(self, error: Exception | None) -> None:
+    def __init__(self, error: Exception | None, failed_starts: int = 0) -> None:
         self.error = error
+        self.failed_starts = failed_starts
         self.restarts = 0
         self.sent: list[bytes] = []
 
@@ -30,6 +34,9 @@ class _Broker:
         await asyncio.sleep(0)
 
     async def start(self) -> None:
+        if self.failed_starts:
+            self.failed_starts -= 1
+            raise KafkaConnectionError("Unable to bootstrap")
         self.restarts += 1
         self.error = None
 
@@ -48,3 +55,46 @@ async def test_a_broker_that_is_away_is_not_renewed() -> None:
     with pytest.raises(KafkaConnectionError):
         await Publisher(broker).publish(b"1", topic="t", key=b"k")  # type: ignore[arg-type]
     assert broker.restarts == 0
+
+
+async def test_a_renewal_that_cannot_start_is_tried_again_by_the_next_send() -> None:
+    """Kafka still away when the producer is renewed: that send fails (the caller declines); the
+    next one starts the broker first, and goes.
+    """
+    broker = _Broker(OutOfOrderSequenceNumber(), failed_starts=1)
+    publisher = Publisher(broker)  # type: ignore[arg-type]
+    with pytest.raises(KafkaConnectionError):
+        await publisher.publish(b"1", topic="t", key=b"k")
+    await publisher.publish(b"2", topic="t", key=b"k")
+    assert (broker.restarts, broker.sent) == (1, [b"2"])
+
+
+class _Producer:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.sent: list[bytes] = []
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:  # noqa: ARG002
+        if self.error is not None:
+            raise self.error
+        self.sent.append(value)
+
+
+async def test_the_ledger_and_notifier_consumer_renews_its_producer_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`IdempotentConsumer.send_and_wait` (the notifier's raises): a producer left refusing every send
+    is stopped and replaced, and the command goes through the new one.
+    """
+    monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    fresh = _Producer(None)
+    monkeypatch.setattr("services.platform.consuming.create_producer", lambda _: fresh)
+    consumer = IdempotentConsumer(Settings(), "notifier", [Topic.WALLET_EVENTS], max_records=10)
+    broken = consumer.producer = _Producer(OutOfOrderSequenceNumber())
+    await consumer.send_and_wait("wallet.commands", b"raise", b"w1")
+    assert (broken.stopped, fresh.sent, consumer.producer) == (True, [b"raise"], fresh)
