@@ -1,9 +1,11 @@
 """The chaos run: every service as its own process on the real Kafka and Postgres, a seeded workload,
 faults at seeded moments, then a quiet end and the oracle (chaos/oracle.py).
 
-Everything random comes from one `random.Random(seed)`: the workload, the faults and their moments.
-(Thread scheduling, Kafka and Postgres are not deterministic, so a seed reproduces the same storm,
-not the same interleaving; the oracle's checks hold for every interleaving.)
+Everything random comes from the seed, through two generators: one for the workload, one for the
+faults and their moments (with one shared generator, timing decided how many workload draws came
+before each fault, so a seed did not name the same faults twice). Thread scheduling, Kafka and
+Postgres are not deterministic, so a seed reproduces the same storm, not the same interleaving;
+the oracle's checks hold for every interleaving.
 """
 
 from __future__ import annotations

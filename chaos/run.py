@@ -211,7 +211,9 @@ async def run(config: Config, base: Settings | None = None, results: Path = RESU
 
 async def _storm(config: Config, settings: Settings, results: Path) -> dict[str, Any]:
     await prepare(settings)
-    rng, tally = random.Random(config.seed), Tally()
+    # Two generators from the seed: the faults' schedule (which fault, when, for how long) does not
+    # depend on how many draws the workload made by then, so a seed names the same faults again.
+    rng, fault_rng, tally = random.Random(f"{config.seed}:workload"), random.Random(f"{config.seed}:faults"), Tally()
     logs = Path(tempfile.mkdtemp(prefix=f"chaos-{config.seed}-"))
     processes = Processes(settings, logs, free_port(), config.deadline_ms)
     started = time.monotonic()
@@ -226,7 +228,7 @@ async def _storm(config: Config, settings: Settings, results: Path) -> dict[str,
         stop_following = asyncio.Event()
         follower = asyncio.create_task(follow_decisions(settings, workload, stop_following))
         until = time.monotonic() + config.seconds
-        faults = asyncio.create_task(Faults(processes, config, rng, tally).run(until))
+        faults = asyncio.create_task(Faults(processes, config, fault_rng, tally).run(until))
         reporter = (
             asyncio.create_task(_report(processes, tally, config.report_every_s)) if config.report_every_s else None
         )
