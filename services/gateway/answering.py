@@ -39,6 +39,8 @@ GATEWAY_NAMESPACE = uuid.UUID("0b6f3f5e-59a3-4c8e-9a53-6c1d0f0e7a11")
 # How long past the deadline the gateway may take to record its decline before sending it.
 RECORD_GRACE = timedelta(milliseconds=250)
 _STAGES = ("lookup", "publish", "decision")  # STAGE_SECONDS, in order
+# How long an expiry that could not be recorded as owed (Postgres away) is retried in memory.
+UNRECORDED_EXPIRY_TRIES_S = 600.0
 # How long a deadline's decline is remembered in memory for attempts that joined its wait.
 _DECLINES_REMEMBERED_S = 30.0
 
@@ -240,10 +242,21 @@ class Answering:
                 await self._expiry_paid(ask)
         except (OSError, asyncpg.PostgresError) as error:
             _log.error("deadline_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
+            if not recorded and not published and attempt.request is not None:
+                await self._expire_unrecorded(attempt.request)  # neither sent nor owed anywhere: from memory
 
     async def _expire_unrecorded(self, request: AuthorizationRequested) -> None:
-        """Postgres away: the expiry cannot be recorded as owed, so it is only published (logged if not)."""
-        await self._expire(request)
+        """Postgres away: the expiry cannot be recorded as owed, so this task keeps publishing it
+        (backing off to 30 s) for up to `UNRECORDED_EXPIRY_TRIES_S`; a stop cuts it short (logged by
+        `close`).
+        """
+        given_up_at, pause = time.monotonic() + UNRECORDED_EXPIRY_TRIES_S, 0.5
+        while not await self._expire(request):
+            if time.monotonic() >= given_up_at:
+                _log.error("expiry_given_up", authorization_id=request.issuer_authorization_id)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
 
     async def _expire_owed(self, ask: Ask, request: AuthorizationRequested) -> None:
         """Publish the expiry recorded as owed with the answer, and say it is paid."""

@@ -8,6 +8,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from schemas.common import Issuer, ReasonCode
 from schemas.registry import parse
 from schemas.topics import Topic, topic_name
@@ -86,3 +88,59 @@ async def test_a_request_whose_publish_failed_is_declined_and_expired() -> None:
     [inserted] = pool.inserted
     assert inserted[-1] is True
     assert [q.split(" WHERE")[0] for q in pool.executed] == ["UPDATE gateway.answers SET expiry_owed_since = NULL"]
+
+
+class _FlakyBroker(_Broker):
+    """Publishes requests; refuses the first `refusals` expiries (Kafka away for a moment)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def publish(self, payload: bytes, *, topic: str, key: bytes) -> None:
+        if topic == topic_name(Topic.ISSUER_EVENTS, "t") and self.refusals:
+            self.refusals -= 1
+            raise TimeoutError("no acknowledgement")
+        if topic != topic_name(Topic.AUTH_REQUESTS, "t"):
+            await super().publish(payload, topic=topic, key=key)
+
+
+class _PoolAway(_Pool):
+    """Postgres gone once the request is out: the lookup works, the answer's record fails."""
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002
+        if query.lstrip().startswith("SELECT"):
+            return None
+        raise OSError("connection refused")
+
+
+async def test_an_expiry_that_cannot_be_recorded_is_published_again_until_kafka_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline passes, Postgres is away (the decline cannot be recorded, nor the expiry owed)
+    and Kafka refuses the expiry twice: it is published on the third try, from memory.
+    """
+    monkeypatch.setattr("services.gateway.answering.RECORD_GRACE", timedelta(milliseconds=50))
+    sleeps: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    broker = _FlakyBroker(refusals=2)
+    answering = Answering(
+        broker=broker,  # type: ignore[arg-type]
+        pool=_PoolAway(),
+        directory=_Directory(),  # type: ignore[arg-type]
+        waiter=_Waiter(),  # type: ignore[arg-type]  # no decision ever comes
+        topic_prefix="t",
+        deadline=timedelta(milliseconds=100),
+    )
+    ask = Ask(Issuer.STRIPE, "iauth_pg_and_kafka_away", "tok", usd(500), usd(500), MERCHANT)
+    answer = await answering.authorize(ask)
+    monkeypatch.setattr("services.gateway.answering.asyncio.sleep", no_wait)
+    await answering.close(timeout_s=5)
+    assert (answer.approved, answer.reason) == (False, ReasonCode.DEADLINE_EXCEEDED)
+    assert [(e.type, e.issuer_authorization_id) for _, e in broker.published] == [
+        ("authorization_expired", "iauth_pg_and_kafka_away")
+    ]
+    assert sleeps == [0.5]  # refused once after the deadline, once by the first retry
