@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka.partitioner import murmur2
 
 from bench._infra import fresh_database
 from chaos.harness import Config, Processes, Tally, Workload, follow_decisions, prepare, wait_for
 from chaos.oracle import Verdict, judge, read_topic
 from schemas.authorizations import AuthorizationRequested
 from schemas.topics import Topic, message_key
+from services.platform.kafka import partition_for
 from services.platform.logging import get_logger
 from services.platform.settings import Settings, load_settings
 from tests.support.infra import ROOT, free_port
@@ -181,7 +181,7 @@ async def _diagnose_undecided(settings: Settings, processes: Processes, tally: T
     where: dict[int, list[str]] = {}
     for request in await read_topic(settings, Topic.AUTH_REQUESTS):
         if isinstance(request, AuthorizationRequested) and request.issuer_authorization_id in missing:
-            partition = (murmur2(message_key(request)) & 0x7FFFFFFF) % partitions
+            partition = partition_for(message_key(request), partitions)
             where.setdefault(partition, []).append(request.issuer_authorization_id)
     connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
     try:

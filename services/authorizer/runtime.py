@@ -19,7 +19,6 @@ from uuid import UUID
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
@@ -40,7 +39,7 @@ from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
 from services.authorizer.store import BatchEffects, CardDirectory, Fenced, OutboxRow, Store
 from services.platform.consuming import dead_letter_payload
-from services.platform.kafka import create_consumer, create_producer
+from services.platform.kafka import create_consumer, create_producer, partition_for, start_producer
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
 
@@ -239,7 +238,7 @@ class Authorizer:
         assert self._consumer is not None  # noqa: S101 - start() runs first
         name = topic_name(Topic.AUTH_REQUESTS, self._settings.topic_prefix)
         count = len(self._consumer.partitions_for_topic(name) or ()) or self._settings.kafka_partitions
-        return name, (murmur2(wallet_id.encode()) & 0x7FFFFFFF) % count
+        return name, partition_for(wallet_id.encode(), count)
 
     async def claim(self, partitions: list[TopicPartition]) -> None:
         """New partitions: take a new epoch for each, seek to the offset kept in Postgres."""
@@ -674,16 +673,14 @@ class Authorizer:
         its deadline meanwhile: fail closed).
         """
         await self._confirmed()
-        old, self._producer = self._producer, create_producer(self._settings)
-        if old is not None:
-            await self._stop_producer(old)
+        if self._producer is not None:
+            await self._stop_producer(self._producer)
         try:
-            await self._producer.start()
+            # Only a started one replaces it (`start_producer`); until then `_publish` sends nothing,
+            # `_publish_failed` being set, and the next try makes another.
+            self._producer = await start_producer(self._settings)
         except Exception as error:  # noqa: BLE001 - the broker is still away: try again after the next batch
             _log.warning("publish_recovery_failed", error=str(error)[:300])
-            # Never used: a send through a producer whose start failed waits forever (aiokafka #759);
-            # `_publish` sends nothing while `_publish_failed` is set, and the next try makes a new one.
-            await self._stop_producer(self._producer)
             await asyncio.sleep(0.5)
             return
         self._publish_failed = False

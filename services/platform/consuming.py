@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.registry import InvalidMessage, Message, parse
 from schemas.topics import Topic, message_key, topic_name
-from services.platform.kafka import PRODUCER_BROKEN, create_consumer, create_producer
+from services.platform.kafka import PRODUCER_BROKEN, create_consumer, create_producer, start_producer
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
 
@@ -121,19 +121,11 @@ class IdempotentConsumer:
             await self.producer.send_and_wait(topic, value, key=key)
 
     async def renew_producer(self, error: Exception) -> None:
-        """Replace the producer (an idempotent one can be left unusable by a broker restart). The new
-        one is used only once started: a send through a producer whose start failed waits forever
-        (aiokafka #759). If it cannot start, the error is raised and the old producer stays.
+        """Replace the producer (an idempotent one can be left unusable by a broker restart). If the
+        new one cannot start, the error is raised and the old producer stays (`start_producer`).
         """
         self._log.warning("producer_renewed", error=f"{type(error).__name__}: {error}"[:300])
-        new = create_producer(self.settings)
-        try:
-            await new.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await new.stop()
-            raise
-        old, self.producer = self.producer, new
+        old, self.producer = self.producer, await start_producer(self.settings)
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.stop()

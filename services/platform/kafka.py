@@ -7,6 +7,7 @@ with the state they produced). Knows topic names only through `schemas.topics`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import murmur2
 from faststream.kafka import KafkaBroker
 
 from schemas.topics import Topic, topic_name
@@ -69,6 +71,26 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 def create_producer(settings: Settings) -> AIOKafkaProducer:
     """An idempotent producer; the caller starts and stops it."""
     return AIOKafkaProducer(**producer_config(settings))
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a keyed message (murmur2, as every client)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    """A started producer, or the start's error with nothing left behind: a producer whose start
+    failed must never be sent through, its sends wait forever (aiokafka #759). For replacing one
+    a Kafka restart left unusable.
+    """
+    producer = create_producer(settings)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
 
 
 def create_consumer(

@@ -67,7 +67,7 @@ async def test_a_failed_recovery_leaves_nothing_to_send_through(monkeypatch: pyt
     """
     authorizer = _authorizer(monkeypatch)
     failed = _StuckProducer(start_fails=True)
-    monkeypatch.setattr("services.authorizer.runtime.create_producer", lambda _: failed)
+    monkeypatch.setattr("services.platform.kafka.create_producer", lambda _: failed)
     monkeypatch.setattr("services.authorizer.runtime.asyncio.sleep", _no_pause)
     authorizer._producer = _StuckProducer()  # noqa: SLF001
     authorizer._publish_failed = True  # noqa: SLF001

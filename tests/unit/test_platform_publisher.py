@@ -93,7 +93,7 @@ async def test_the_ledger_and_notifier_consumer_renews_its_producer_too(monkeypa
     """
     monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
     fresh = _Producer(None)
-    monkeypatch.setattr("services.platform.consuming.create_producer", lambda _: fresh)
+    monkeypatch.setattr("services.platform.kafka.create_producer", lambda _: fresh)
     consumer = IdempotentConsumer(Settings(), "notifier", [Topic.WALLET_EVENTS], max_records=10)
     broken = consumer.producer = _Producer(OutOfOrderSequenceNumber())
     await consumer.send_and_wait("wallet.commands", b"raise", b"w1")
