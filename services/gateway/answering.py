@@ -268,10 +268,15 @@ class Answering:
             _log.error("expiry_paid_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
 
     async def _expiry_paid(self, ask: Ask) -> None:
+        await self._expiries_paid([(ask.issuer.value, ask.issuer_authorization_id)])
+
+    async def _expiries_paid(self, keys: list[tuple[str, str]]) -> None:
+        """These answers' expiries are published: nothing owed on them any more."""
         await self._pool.execute(
             """UPDATE gateway.answers SET expiry_owed_since = NULL
-               WHERE issuer = $1 AND issuer_authorization_id = $2 AND expiry_owed_since IS NOT NULL""",
-            ask.issuer.value, ask.issuer_authorization_id,
+               WHERE (issuer, issuer_authorization_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 AND expiry_owed_since IS NOT NULL""",
+            [issuer for issuer, _ in keys], [authorization_id for _, authorization_id in keys],
         )  # fmt: skip
 
     async def relay_owed_expiries(self, older_than: timedelta = timedelta(seconds=10), limit: int = 500) -> int:
@@ -296,11 +301,7 @@ class Answering:
                 break
             paid.append((row["issuer"], row["issuer_authorization_id"]))
         if paid:
-            await self._pool.execute(
-                """UPDATE gateway.answers SET expiry_owed_since = NULL
-                   WHERE (issuer, issuer_authorization_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
-                [issuer for issuer, _ in paid], [authorization_id for _, authorization_id in paid],
-            )  # fmt: skip
+            await self._expiries_paid(paid)
             _log.info("owed_expiries_relayed", count=len(paid))
         return len(paid)
 
