@@ -237,7 +237,7 @@ def _answer_seconds(metrics: str) -> dict[str, float]:
 
 
 def _stage_means(metrics: str) -> dict[str, float]:
-    """Mean time of each stage of an answer (lookup, publish, decision, record), from the gateway's
+    """Mean time of each stage of an answer (lookup, publish, decision), from the gateway's
     histogram (warm-up included).
     """
     sums: dict[str, float] = {}

@@ -28,7 +28,7 @@ LIFECYCLE_EVENTS = Counter(
     ["issuer", "fate"],
 )
 # Where an authorizer-answered authorization's time goes: looking up an earlier answer and the card,
-# publishing the request (Kafka's ack), waiting for the decision, recording the answer.
+# publishing the request (Kafka's ack), waiting for the decision (its record follows the answer).
 STAGE_SECONDS = Histogram(
     "pursestrings_gateway_stage_seconds",
     "Time of each stage of an authorization answered by the authorizer",
