@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,6 +67,8 @@ ACK_TIMEOUTS = 3
 NEVER_LOADED = datetime(1970, 1, 1, tzinfo=UTC)
 # How often idle wallets are checked for holds past their expiry.
 SWEEP_INTERVAL = timedelta(seconds=60)
+# How often the consumer lag gauge is worked out (it reads every assigned partition).
+LAG_EVERY_MS = 1_000
 BATCH_MAX_RECORDS = 500
 # Issuer events are applied once per event id (the issuer retries webhooks; producers may repeat).
 _ISSUER_EVENTS = (AuthorizationCleared, AuthorizationReversed, AuthorizationExpired, RefundPosted, ForcePosted)
@@ -122,6 +124,8 @@ class Authorizer:
         self._clock = clock
         self._rates = rates
         self._topics = {topic_name(topic, settings.topic_prefix): topic for topic in INPUT_TOPICS}
+        self._requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
+        self._lag_measured_ms = 0.0
         self._cache: OrderedDict[str, WalletState] = OrderedDict()
         # When each cached wallet was read from Postgres (see `_answer_would_be_in_memory`).
         self._loaded_at: dict[str, datetime] = {}
@@ -434,13 +438,16 @@ class Authorizer:
         """Batch size, decisions by reason, their latency from arrival, and how far behind we are."""
         metrics.BATCH_RECORDS.observe(len(records))
         committed_ms = time.time() * 1000
+        requests = self._requests_topic
         for record in records:
-            if self._topics[record.topic] is Topic.AUTH_REQUESTS:
+            if record.topic == requests:
                 metrics.DECISION_AGE_SECONDS.observe(max(0.0, committed_ms - record.timestamp) / 1000)
-        for decision, _ in effects.decisions:
-            metrics.DECISIONS.labels(decision.reason.value).inc()
+        for reason, count in Counter(decision.reason.value for decision, _ in effects.decisions).items():
+            metrics.DECISIONS.labels(reason).inc(count)
         consumer = self._consumer
-        if consumer is not None:
+        # How far behind we are: read from every assigned partition, so at most once a second.
+        if consumer is not None and committed_ms - self._lag_measured_ms >= LAG_EVERY_MS:
+            self._lag_measured_ms = committed_ms
             behind = 0
             for partition in consumer.assignment():
                 end, position = (

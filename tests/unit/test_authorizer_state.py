@@ -1,18 +1,31 @@
 """The wallet state's bookkeeping shortcuts agree with the slow, obvious computation: the rolling
-window's running sums, the bulk pruning of old decisions, and `evolve`.
+window's running sums, the bulk pruning of old decisions, `evolve`, the memoized months and the
+hand-built event ids.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.common import CapKind
 from schemas.policies import WalletCaps
-from services.authorizer.decide import forget_old
-from services.authorizer.state import DECISION_PRUNE_EVERY, MEMORY_HORIZON, ROLLING_WINDOW, WalletState, spent_minor
+from services.authorizer.decide import EVENT_NAMESPACE, derived_id, forget_old
+from services.authorizer.state import (
+    DECISION_PRUNE_EVERY,
+    MEMORY_HORIZON,
+    ROLLING_WINDOW,
+    WalletState,
+    month_end,
+    month_key,
+    spent_minor,
+)
 from tests.support.builders import CARD, NOW, WALLET, cleared, refund, request, run_on, usd, wallet
 
 
@@ -53,3 +66,28 @@ def test_evolve_is_replace_and_refuses_unknown_fields() -> None:
     assert state.evolve(label="research", status="frozen") == replace(state, label="research", status="frozen")
     with pytest.raises(TypeError, match="statuz"):
         state.evolve(statuz="frozen")
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(), st.sampled_from(list(CapKind))), min_size=1, max_size=4))
+def test_derived_id_is_uuid5_of_the_parts(parts: list[object]) -> None:
+    """The hand-built id is exactly uuid5 over the joined parts: ids published before stay the same."""
+    expected = uuid.uuid5(EVENT_NAMESPACE, "|".join(str(part) for part in parts))
+    made = derived_id(*parts)
+    assert (made, str(made), made.version, made.variant, hash(made)) == (
+        expected, str(expected), 5, uuid.RFC_4122, hash(expected)
+    )  # fmt: skip
+
+
+@given(
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 12, 31), timezones=st.just(UTC)),  # noqa: DTZ001 - hypothesis bounds are naive
+    st.sampled_from(["UTC", "America/Santiago", "Asia/Kathmandu", "Europe/Amsterdam", "Pacific/Chatham"]),
+)
+def test_memoized_months_equal_the_computation(moment: datetime, time_zone: str) -> None:
+    """month_key and month_end, memoized on the instant, answer what the conversion answers, also
+    for the same instant given in another zone (equal instants share a cache entry).
+    """
+    local = moment.astimezone(ZoneInfo(time_zone))
+    for asked in (moment, local):
+        assert month_key(asked, time_zone) == f"{local.year:04d}-{local.month:02d}"
+        assert month_end(asked, time_zone) > moment >= month_end(asked, time_zone) - timedelta(days=32)
+        assert month_key(month_end(asked, time_zone), time_zone) != month_key(asked, time_zone)
