@@ -26,7 +26,6 @@ from services.authorizer.state import (
     Hold,
     Posting,
     RateTable,
-    Remembered,
     WalletState,
     as_map,
     bound_trace,
@@ -35,6 +34,8 @@ from services.authorizer.state import (
     month_key,
     monthly_key,
     raised_minor,
+    recall,
+    remember,
     set_hold,
     spent_minor,
 )
@@ -205,7 +206,7 @@ def decide_authorization(
     """Approve (placing a hold) or decline `request`; a request seen before gets its first answer."""
     earlier = state.decisions.get(request.issuer_authorization_id)
     if earlier is not None:
-        return earlier.decision(), state
+        return recall(earlier), state
     trace_id = bound_trace(state, request.card_id)
     reason = _policy_reason(state, request, now)
     cap_minor = rates.convert_up(request.amount, state.currency)
@@ -237,7 +238,7 @@ def decide_authorization(
         },
     )
     remembered = {
-        "decisions": as_map(state.decisions).set(request.issuer_authorization_id, Remembered.of(decision)),
+        "decisions": as_map(state.decisions).set(request.issuer_authorization_id, remember(decision)),
         "decisions_pruned_at": state.decisions_pruned_at or now,  # the clock of the next bulk prune
     }
     if not approved:
@@ -296,7 +297,7 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
     decisions = state.decisions
     if prune_decisions:
-        old = [key for key, d in state.decisions.items() if d.decided_at <= horizon]
+        old = [key for key, (decided_at, _) in state.decisions.items() if decided_at <= horizon]
         if old:
             mutation = as_map(state.decisions).mutate()
             for key in old:

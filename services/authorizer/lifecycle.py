@@ -4,7 +4,6 @@ force-post, and holds that age out. Pure: (state, event, now) → (events, new s
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from schemas.common import CapKind
@@ -19,7 +18,7 @@ from schemas.issuer_events import (
 from schemas.money import Money
 from schemas.wallet import CapBreachedByIssuer, MoneyMoved
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
-from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace, set_hold
+from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace, recall, set_hold
 
 LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired | MoneyMoved, ...], WalletState]
 
@@ -64,7 +63,7 @@ def _clear(
         # A capture we never held for (expired, or never asked): it is spend the issuer moved anyway.
         return _count_unasked(state, event, _trace_of(state, event.issuer_authorization_id, event.card_id), minor, now)
     remaining_hold = max(0, hold.amount_minor - minor)
-    kept = None if event.final or remaining_hold == 0 else replace(hold, amount_minor=remaining_hold)
+    kept = None if event.final or remaining_hold == 0 else hold._replace(amount_minor=remaining_hold)
     # Spend counts from the moment of authorization, so the window sees the purchase when it was made.
     released = set_hold(state, hold.authorization_id, kept)
     posting = Posting(str(event.event_id), hold.placed_at, hold.card_id, hold.trace_id, minor)
@@ -160,7 +159,7 @@ def _release(state: WalletState, authorization_id: str, amount_minor: int | None
             return state
         return state.evolve(released={**state.released, authorization_id: now})
     left = 0 if amount_minor is None else hold.amount_minor - amount_minor
-    return set_hold(state, authorization_id, None if left <= 0 else replace(hold, amount_minor=left))
+    return set_hold(state, authorization_id, None if left <= 0 else hold._replace(amount_minor=left))
 
 
 def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
@@ -193,7 +192,7 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
 def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:
     remembered = state.decisions.get(authorization_id or "")
     if remembered is not None:
-        return remembered.decision().trace_id
+        return recall(remembered).trace_id
     return bound_trace(state, card_id)
 
 
@@ -203,7 +202,7 @@ def _in_wallet_currency(state: WalletState, amount: Money, authorization_id: str
     if converted is not None:
         return converted
     remembered = state.decisions.get(authorization_id or "")
-    decision = None if remembered is None else remembered.decision()
+    decision = None if remembered is None else recall(remembered)
     if decision is not None and decision.cap_amount is not None and decision.amount.currency == amount.currency:
         scaled = amount.amount_minor * decision.cap_amount.amount_minor
         return -((-scaled) // max(1, decision.amount.amount_minor))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeAlias
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -60,8 +60,9 @@ class Card:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
-class Hold:
+# Holds and postings are named tuples rather than frozen dataclasses: one is made per approval or
+# posting, and a frozen dataclass's __init__ costs four times as much.
+class Hold(NamedTuple):
     """An approved authorization's pending amount, until it clears, reverses or expires."""
 
     authorization_id: str
@@ -72,8 +73,7 @@ class Hold:
     expires_at: datetime
 
 
-@dataclass(frozen=True)
-class Posting:
+class Posting(NamedTuple):
     """Spend (positive) or a refund (negative) at a time, for the rolling window.
 
     `posting_id` is the issuer event that moved the money: unique within the wallet.
@@ -86,23 +86,22 @@ class Posting:
     amount_minor: int
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """A decision kept for idempotent answers and lifecycle lookups, as its JSON (~1 KB rather than
-    ~13 KB of objects), parsed again only when a duplicate or a refund needs it.
-    """
+# A decision kept for idempotent answers and lifecycle lookups: (decided_at, its JSON), ~1 KB
+# rather than ~13 KB of objects, parsed again only when a duplicate or a refund needs it. A plain
+# tuple of plain values on purpose: the garbage collector stops tracking such a tuple the first time
+# it sees it (not a named tuple, not a dataclass), and a busy wallet remembers thousands; a full
+# collection walked every one of them (decision 0005).
+Remembered: TypeAlias = tuple[datetime, bytes]
 
-    decided_at: datetime
-    payload: bytes
 
-    @classmethod
-    def of(cls, decision: AuthorizationDecided) -> Remembered:
-        """Keep `decision`."""
-        return cls(decision.decided_at, _DECISION_JSON.to_json(decision))
+def remember(decision: AuthorizationDecided) -> Remembered:
+    """What a wallet keeps of `decision`."""
+    return (decision.decided_at, _DECISION_JSON.to_json(decision))
 
-    def decision(self) -> AuthorizationDecided:
-        """The decision as it was published."""
-        return AuthorizationDecided.model_validate_json(self.payload)
+
+def recall(remembered: Remembered) -> AuthorizationDecided:
+    """The remembered decision as it was published."""
+    return AuthorizationDecided.model_validate_json(remembered[1])
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from schemas.policies import WalletCaps
 from schemas.registry import Message
 from schemas.topics import Topic, topic_name
 from schemas.wallet import CreateCard, CreateWallet, FreezeCard
+from services.authorizer import runtime
 from services.authorizer.runtime import Authorizer
 from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
@@ -328,3 +329,34 @@ async def test_a_request_decided_before_its_wallet_existed_keeps_its_answer(
         await publish(kafka_topics, Topic.AUTH_REQUESTS, [early])
         items = await decisions.wait_for(lambda items: len(items) >= 2)
     assert (items[0].reason, items[1].reason) == (items[0].reason, items[0].reason)
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_past_the_decisions_budget_wallets_are_evicted_and_repeats_answered_from_postgres(
+    authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More decisions remembered than the budget allows: before the next batch the wallet is evicted
+    (read again when next needed), and a repeat of an authorization it decided gets its first
+    answer, asked of Postgres.
+    """
+    monkeypatch.setattr(runtime, "MAX_REMEMBERED_DECISIONS", 2)
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(1_000)))
+    first, *rest = _requests(4, 100, "budget-")
+    asked: list[list[str]] = []
+    load_decisions = authorizer._store.load_decisions  # noqa: SLF001 - the query this is about
+
+    async def counted(ids: list[str]) -> dict[str, AuthorizationDecided]:
+        asked.append(ids)
+        return await load_decisions(ids)
+
+    monkeypatch.setattr(authorizer._store, "load_decisions", counted)  # noqa: SLF001
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first, *rest])
+        await decisions.wait_for(lambda items: len(items) >= 4)
+        await asyncio.sleep(0.5)  # an idle poll (200 ms): the budget is checked before the next batch
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, [first])
+        items = await decisions.wait_for(lambda items: len(items) >= 5)
+    by_id = {d.issuer_authorization_id: d for d in items[:4]}
+    assert (items[4], items[4].approved) == (by_id[first.issuer_authorization_id], True)
+    assert [first.issuer_authorization_id] in asked
+    assert authorizer._remembered == 0  # noqa: SLF001 - reloaded; the repeat decided nothing new

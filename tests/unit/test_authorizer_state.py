@@ -5,6 +5,7 @@ hand-built event ids.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from services.authorizer.state import (
     WalletState,
     month_end,
     month_key,
+    recall,
     spent_minor,
 )
 from tests.support.builders import CARD, NOW, WALLET, cleared, refund, request, run_on, usd, wallet
@@ -91,3 +93,16 @@ def test_memoized_months_equal_the_computation(moment: datetime, time_zone: str)
         assert month_key(asked, time_zone) == f"{local.year:04d}-{local.month:02d}"
         assert month_end(asked, time_zone) > moment >= month_end(asked, time_zone) - timedelta(days=32)
         assert month_key(month_end(asked, time_zone), time_zone) != month_key(asked, time_zone)
+
+
+def test_a_remembered_decision_is_left_alone_by_the_garbage_collector() -> None:
+    """What a wallet keeps per decision is a plain tuple of plain values: after one collection the
+    collector no longer tracks it, so a full collection does not walk every decision a busy cache
+    remembers (a named tuple or a dataclass would stay tracked).
+    """
+    _, state = run_on(wallet(WalletCaps(rolling_24h=usd(1_000))), request(100, auth="kept"))
+    remembered = state.decisions["kept"]
+    gc.collect()
+    assert (type(remembered), gc.is_tracked(remembered), recall(remembered).issuer_authorization_id) == (
+        tuple, False, "kept"
+    )  # fmt: skip
