@@ -61,6 +61,19 @@ def _requests(count: int, amount_minor: int, prefix: str) -> list[AuthorizationR
     ]
 
 
+def _decision_lookups(authorizer: Authorizer, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The authorization ids each batch asks Postgres for earlier decisions of, from now on."""
+    asked: list[list[str]] = []
+    load_decisions = authorizer._store.load_decisions  # noqa: SLF001 - the query this is about
+
+    async def counted(ids: list[str]) -> dict[str, AuthorizationDecided]:
+        asked.append(ids)
+        return await load_decisions(ids)
+
+    monkeypatch.setattr(authorizer._store, "load_decisions", counted)  # noqa: SLF001
+    return asked
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("authorizer")
 async def test_concurrent_authorizations_approve_exactly_up_to_the_cap(kafka_topics: Settings) -> None:
@@ -293,14 +306,7 @@ async def test_a_wallet_created_here_answers_repeats_from_memory(
     """
     await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(150)))
     [first] = _requests(1, 100, "mem-")
-    asked: list[list[str]] = []
-    load_decisions = authorizer._store.load_decisions  # noqa: SLF001 - the query this is about
-
-    async def counted(ids: list[str]) -> dict[str, AuthorizationDecided]:
-        asked.append(ids)
-        return await load_decisions(ids)
-
-    monkeypatch.setattr(authorizer._store, "load_decisions", counted)  # noqa: SLF001
+    asked = _decision_lookups(authorizer, monkeypatch)
     async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
         await publish(kafka_topics, Topic.AUTH_REQUESTS, [first])
         await decisions.wait_for(lambda items: len(items) >= 1)
@@ -342,14 +348,7 @@ async def test_past_the_decisions_budget_wallets_are_evicted_and_repeats_answere
     monkeypatch.setattr(runtime, "MAX_REMEMBERED_DECISIONS", 2)
     await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(1_000)))
     first, *rest = _requests(4, 100, "budget-")
-    asked: list[list[str]] = []
-    load_decisions = authorizer._store.load_decisions  # noqa: SLF001 - the query this is about
-
-    async def counted(ids: list[str]) -> dict[str, AuthorizationDecided]:
-        asked.append(ids)
-        return await load_decisions(ids)
-
-    monkeypatch.setattr(authorizer._store, "load_decisions", counted)  # noqa: SLF001
+    asked = _decision_lookups(authorizer, monkeypatch)
     async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
         await publish(kafka_topics, Topic.AUTH_REQUESTS, [first, *rest])
         await decisions.wait_for(lambda items: len(items) >= 4)
