@@ -61,6 +61,8 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 # How many wallets stay cached (least recently used evicted first). Each is ~20 objects that a full
 # garbage collection walks (~13 µs per wallet on the bench machine: 0.26 s at 20,000), a pause
 # every request in flight waits out; an evicted wallet is read again from Postgres when needed.
+# Must stay far above the wallets two batches touch (2 x BATCH_MAX_RECORDS): evicting the least
+# recently used then never reaches a wallet whose batch is still committing.
 MAX_CACHED_WALLETS = 20_000
 # How many decisions the cached wallets may remember in all, for repeats and lifecycle lookups.
 # Each costs ~1.2 KB, and a full garbage collection walks the maps that hold them: ~0.19 s per

@@ -10,6 +10,8 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import asyncpg
 import pytest
@@ -59,6 +61,10 @@ def _requests(count: int, amount_minor: int, prefix: str) -> list[AuthorizationR
         request(amount_minor, auth=f"{prefix}{index}", at=now, deadline_at=now + timedelta(minutes=5))
         for index in range(count)
     ]
+
+
+def _at_least(count: int, items: list[Any]) -> bool:
+    return len(items) >= count
 
 
 def _decision_lookups(authorizer: Authorizer, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -359,3 +365,54 @@ async def test_past_the_decisions_budget_wallets_are_evicted_and_repeats_answere
     assert (items[4], items[4].approved) == (by_id[first.issuer_authorization_id], True)
     assert [first.issuer_authorization_id] in asked
     assert authorizer._remembered == 0  # noqa: SLF001 - reloaded; the repeat decided nothing new
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_evicted_wallets_are_read_again_with_their_holds(
+    authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache of two wallets and batches of one record, three wallets in turn: each is evicted and
+    read again from Postgres between its requests, and its second $1.00 against a $1.50 cap is
+    declined (the first one's hold came back with it).
+    """
+    monkeypatch.setattr(runtime, "MAX_CACHED_WALLETS", 2)
+    monkeypatch.setattr(runtime, "BATCH_MAX_RECORDS", 1)
+    wallets = [f"evict-{index}" for index in range(3)]
+    now = _now()
+    await apply_commands(
+        kafka_topics,
+        [
+            command
+            for wallet_id in wallets
+            for command in (
+                CreateWallet(**{**command_fields(now), "wallet_id": wallet_id}, caps=WalletCaps(rolling_24h=usd(150))),
+                CreateCard(**{**command_fields(now), "wallet_id": wallet_id}, card_id=f"{wallet_id}-card",
+                           issuer=Issuer.STRIPE, issuer_card_token=f"{wallet_id}-token", last4="4242"),
+            )
+        ],
+    )  # fmt: skip
+    loaded: Counter[str] = Counter()
+    load_wallets = authorizer._store.load_wallets  # noqa: SLF001 - the reads this is about
+
+    async def counted(wallet_ids: list[str], now: datetime) -> dict[str, Any]:
+        loaded.update(wallet_ids)
+        return await load_wallets(wallet_ids, now)
+
+    monkeypatch.setattr(authorizer._store, "load_wallets", counted)  # noqa: SLF001
+    requests = [
+        request(100, auth=f"{wallet_id}-{turn}", at=now, deadline_at=now + timedelta(minutes=5)).model_copy(
+            update={"wallet_id": wallet_id, "card_id": f"{wallet_id}-card"}
+        )
+        for turn in range(2)
+        for wallet_id in wallets
+    ]
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        for count, item in enumerate(requests, start=1):  # one at a time: each wallet's turn follows the others'
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, [item])
+            items = await decisions.wait_for(partial(_at_least, count))
+    outcomes = {d.issuer_authorization_id: d.reason for d in items}
+    assert outcomes == {
+        **{f"{wallet_id}-0": ReasonCode.APPROVED for wallet_id in wallets},
+        **{f"{wallet_id}-1": ReasonCode.WALLET_ROLLING_24H_CAP for wallet_id in wallets},
+    }
+    assert all(loaded[wallet_id] >= 2 for wallet_id in wallets), loaded
