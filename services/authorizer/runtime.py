@@ -36,7 +36,7 @@ from services.authorizer import metrics
 from services.authorizer.commands import rejection
 from services.authorizer.decide import derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
-from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState
+from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState, recollect
 from services.authorizer.store import BatchEffects, CardDirectory, Fenced, OutboxRow, Store
 from services.platform.consuming import dead_letter_payload
 from services.platform.kafka import create_consumer, create_producer, partition_for, start_producer
@@ -501,6 +501,7 @@ class Authorizer:
         seen = _Seen(earlier, applied, directory)
         if self._pending is not None:
             seen.include(self._pending.effects)  # committing now: not yet in the tables read above
+        await self._recall_decisions(messages, states, now)
         effects = BatchEffects(previous=dict(states))
         for record, message in parsed:
             effects.offsets[(record.topic, record.partition)] = record.offset + 1
@@ -522,6 +523,29 @@ class Authorizer:
                     seen.directory.add_created(event)
                 self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
+
+    async def _recall_decisions(self, messages: list[Inbound], states: dict[str, WalletState], now: datetime) -> None:
+        """A refund, or a capture whose hold is gone, is counted against the trace (and at the
+        exchange) of the authorization's decision, which the wallet remembers only if this instance
+        made it since loading the wallet. Otherwise (a restart, a rebalance, an eviction, a decision
+        older than the memory) it is read from Postgres into the wallet's memory first: the money
+        then lands on the same trace whichever instance applies the event, and on a replay.
+        """
+        wanted: dict[str, str] = {}
+        for message in messages:
+            if not isinstance(message, RefundPosted | AuthorizationCleared) or not message.issuer_authorization_id:
+                continue
+            state = states.get(message.wallet_id)
+            authorization_id = message.issuer_authorization_id
+            if state is None or authorization_id in state.decisions or authorization_id in state.holds:
+                continue  # nothing to count against, remembered, or the hold says it all
+            wanted[authorization_id] = message.wallet_id
+        if not wanted:
+            return
+        for authorization_id, decision in (await self._store.load_decisions(list(wanted))).items():
+            wallet_id = wanted[authorization_id]
+            if decision.wallet_id == wallet_id:
+                states[wallet_id] = recollect(states[wallet_id], decision, now)
 
     def _settled_without_deciding(self, message: Inbound, effects: BatchEffects, seen: _Seen, now: datetime) -> bool:
         """True when `message` needs no decision: a request answered before (the first answer again),

@@ -86,17 +86,24 @@ class Posting(NamedTuple):
     amount_minor: int
 
 
-# A decision kept for idempotent answers and lifecycle lookups: (decided_at, its JSON), ~1 KB
-# rather than ~13 KB of objects, parsed again only when a duplicate or a refund needs it. A plain
-# tuple of plain values on purpose: the garbage collector stops tracking such a tuple the first time
-# it sees it (not a named tuple, not a dataclass), and a busy wallet remembers thousands; a full
-# collection walked every one of them (decision 0005).
+# A decision kept for idempotent answers and lifecycle lookups: (since when it is remembered, its
+# JSON), ~1 KB rather than ~13 KB of objects, parsed again only when a duplicate or a refund needs
+# it; it is forgotten MEMORY_HORIZON after the first. A plain tuple of plain values on purpose: the
+# garbage collector stops tracking such a tuple the first time it sees it (not a named tuple, not a
+# dataclass), and a busy wallet remembers thousands; a full collection walked every one of them
+# (decision 0005).
 Remembered: TypeAlias = tuple[datetime, bytes]
 
 
 def remember(decision: AuthorizationDecided) -> Remembered:
-    """What a wallet keeps of `decision`."""
+    """What a wallet keeps of a decision it makes."""
     return (decision.decided_at, _DECISION_JSON.to_json(decision))
+
+
+def recollect(state: WalletState, decision: AuthorizationDecided, now: datetime) -> WalletState:
+    """`state` remembering `decision`, made earlier (read back from Postgres), from `now` on."""
+    remembered = (now, _DECISION_JSON.to_json(decision))
+    return state.evolve(decisions=as_map(state.decisions).set(decision.issuer_authorization_id, remembered))
 
 
 def recall(remembered: Remembered) -> AuthorizationDecided:

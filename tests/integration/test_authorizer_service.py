@@ -21,12 +21,12 @@ from schemas.common import Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.registry import Message
 from schemas.topics import Topic, topic_name
-from schemas.wallet import CreateCard, CreateWallet, FreezeCard
+from schemas.wallet import BindTrace, CreateCard, CreateWallet, FreezeCard, MoneyMoved
 from services.authorizer import runtime
 from services.authorizer.runtime import Authorizer
 from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
-from tests.support.builders import CARD, WALLET, cleared, command_fields, request, usd
+from tests.support.builders import CARD, WALLET, cleared, command_fields, refund, request, usd
 from tests.support.kafka_io import Collector, apply_commands, publish, publish_raw
 from tests.support.services import running_authorizer
 
@@ -61,6 +61,10 @@ def _requests(count: int, amount_minor: int, prefix: str) -> list[AuthorizationR
         request(amount_minor, auth=f"{prefix}{index}", at=now, deadline_at=now + timedelta(minutes=5))
         for index in range(count)
     ]
+
+
+def _moved_by(event: object, source_event_id: uuid.UUID) -> bool:
+    return isinstance(event, MoneyMoved) and event.source_event_id == source_event_id
 
 
 def _at_least(count: int, items: list[Any]) -> bool:
@@ -371,9 +375,9 @@ async def test_past_the_decisions_budget_wallets_are_evicted_and_repeats_answere
 async def test_evicted_wallets_are_read_again_with_their_holds(
     authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cache of two wallets and batches of one record, three wallets in turn: each is evicted and
-    read again from Postgres between its requests, and its second $1.00 against a $1.50 cap is
-    declined (the first one's hold came back with it).
+    """A cache of two wallets and batches of one record, three wallets in turn: in the second round
+    each is read again from Postgres (evicted meanwhile), and its second $1.00 against a $1.50 cap
+    is declined (the first one's hold came back with it).
     """
     monkeypatch.setattr(runtime, "MAX_CACHED_WALLETS", 2)
     monkeypatch.setattr(runtime, "BATCH_MAX_RECORDS", 1)
@@ -408,6 +412,8 @@ async def test_evicted_wallets_are_read_again_with_their_holds(
     ]
     async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
         for count, item in enumerate(requests, start=1):  # one at a time: each wallet's turn follows the others'
+            if count == len(wallets) + 1:
+                loaded.clear()  # the second round: the cache holds the last two wallets of the first
             await publish(kafka_topics, Topic.AUTH_REQUESTS, [item])
             items = await decisions.wait_for(partial(_at_least, count))
     outcomes = {d.issuer_authorization_id: d.reason for d in items}
@@ -415,4 +421,31 @@ async def test_evicted_wallets_are_read_again_with_their_holds(
         **{f"{wallet_id}-0": ReasonCode.APPROVED for wallet_id in wallets},
         **{f"{wallet_id}-1": ReasonCode.WALLET_ROLLING_24H_CAP for wallet_id in wallets},
     }
-    assert all(loaded[wallet_id] >= 2 for wallet_id in wallets), loaded
+    assert set(loaded) == set(wallets)  # each read again between its two requests
+
+
+async def test_a_refund_after_a_restart_lands_on_the_trace_of_its_purchase(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """A purchase approved on trace PR-1 and captured; the card moves on to trace PR-2; a new
+    instance (nothing in memory) applies the refund: it is counted against PR-1, the purchase's
+    trace, read back from the decision in Postgres, not the card's trace of the moment.
+    """
+    now = _now()
+    bind = partial(BindTrace, card_id=CARD)
+    async with running_authorizer(kafka_topics, pool):
+        await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(10_000)))
+        await apply_commands(kafka_topics, [bind(**command_fields(now), trace_id="PR-1")])
+        async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(1, 500, "bought-"))
+            [decided] = await decisions.wait_for(lambda items: len(items) >= 1)
+        async with Collector(kafka_topics, Topic.WALLET_EVENTS) as events:
+            await publish(kafka_topics, Topic.ISSUER_EVENTS, [cleared("bought-0", 500, now)])
+            await events.wait_for(lambda items: any(isinstance(e, MoneyMoved) for e in items))
+        await apply_commands(kafka_topics, [bind(**command_fields(now), trace_id="PR-2")])
+    money_back = refund(200, now, auth="bought-0")
+    async with running_authorizer(kafka_topics, pool), Collector(kafka_topics, Topic.WALLET_EVENTS) as events:
+        await publish(kafka_topics, Topic.ISSUER_EVENTS, [money_back])
+        items = await events.wait_for(lambda items: any(_moved_by(e, money_back.event_id) for e in items))
+    [moved] = [e for e in items if _moved_by(e, money_back.event_id)]
+    assert (decided.trace_id, moved.trace_id, moved.spent_minor) == ("PR-1", "PR-1", -200)
