@@ -18,7 +18,17 @@ from schemas.issuer_events import (
 from schemas.money import Money
 from schemas.wallet import CapBreachedByIssuer, MoneyMoved
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
-from services.authorizer.state import NO_RATES, Posting, RateTable, WalletState, bound_trace, recall, set_hold
+from services.authorizer.state import (
+    NO_RATES,
+    Posting,
+    RateTable,
+    WalletState,
+    bound_trace,
+    hold_of,
+    open_holds,
+    recall,
+    set_hold,
+)
 
 LifecycleOutcome = tuple[tuple[CapBreachedByIssuer | AuthorizationExpired | MoneyMoved, ...], WalletState]
 
@@ -57,7 +67,7 @@ def _apply(
 def _clear(
     state: WalletState, event: AuthorizationCleared, now: datetime, rates: RateTable
 ) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting]:
-    hold = state.holds.get(event.issuer_authorization_id)
+    hold = hold_of(state, event.issuer_authorization_id)
     minor = _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
     if hold is None:
         # A capture we never held for (expired, or never asked): it is spend the issuer moved anyway.
@@ -87,8 +97,8 @@ def _money_moved(
 ) -> tuple[MoneyMoved, ...]:
     """The hold released and the spend counted by `event`, or nothing when it moved no money."""
     authorization_id = getattr(event, "issuer_authorization_id", None)
-    hold = before.holds.get(authorization_id or "")
-    kept = after.holds.get(authorization_id or "")
+    hold = hold_of(before, authorization_id or "")
+    kept = hold_of(after, authorization_id or "")
     released = 0 if hold is None else hold.amount_minor - (0 if kept is None else kept.amount_minor)
     if released == 0 and posting is None:
         return ()
@@ -153,7 +163,7 @@ def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, alw
 
 def _release(state: WalletState, authorization_id: str, amount_minor: int | None, now: datetime) -> WalletState:
     """Release all (None) or part of a hold; a release before any decision leaves a tombstone."""
-    hold = state.holds.get(authorization_id)
+    hold = hold_of(state, authorization_id)
     if hold is None:
         if authorization_id in state.decisions or amount_minor is not None:
             return state
@@ -166,8 +176,8 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
     """Release every hold past its expiry and say so, so the ledger releases it too."""
     if state.earliest_hold_expiry is None or state.earliest_hold_expiry > now:
         return (), state
-    expired = [hold for hold in state.holds.values() if hold.expires_at <= now]
-    remaining = [hold.expires_at for hold in state.holds.values() if hold.expires_at > now]
+    expired = [hold for hold in open_holds(state.holds) if hold.expires_at <= now]
+    remaining = [hold.expires_at for hold in open_holds(state.holds) if hold.expires_at > now]
     if not expired:
         return (), state.evolve(earliest_hold_expiry=min(remaining, default=None))
     events = tuple(

@@ -7,7 +7,7 @@ Amounts here are integers of minor units in the wallet's currency (the caps' cur
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -71,6 +71,23 @@ class Hold(NamedTuple):
     amount_minor: int
     placed_at: datetime
     expires_at: datetime
+
+
+# An open hold as a wallet keeps it: the `Hold`'s fields in an exact tuple, which the garbage
+# collector stops tracking the first time it sees it (a named tuple stays tracked, and a busy
+# instance keeps hundreds of thousands of open holds: decision 0005). Read through `hold_of` and
+# `open_holds`; written only by `set_hold` (and the store when it loads a wallet).
+HoldRow: TypeAlias = tuple[str, str, str | None, int, datetime, datetime]
+
+
+def hold_row(hold: Hold) -> HoldRow:
+    """How a wallet keeps `hold`."""
+    return tuple(hold)  # type: ignore[return-value]  # a Hold's fields, in order
+
+
+def open_holds(holds: Mapping[str, HoldRow]) -> Iterator[Hold]:
+    """The holds kept in `holds`."""
+    return map(Hold._make, holds.values())
 
 
 class Posting(NamedTuple):
@@ -141,7 +158,7 @@ class WalletState:
     trace_caps: Mapping[str, int] = field(default_factory=dict)  # trace → its own cap, if not the default
     # Holds and decisions are persistent maps (`immutables.Map`) once changed: a new state shares
     # all but a few nodes with the old one, so a decision costs O(log n), not a copy of n entries.
-    holds: Mapping[str, Hold] = field(default_factory=dict)  # change only through `set_hold`
+    holds: Mapping[str, HoldRow] = field(default_factory=dict)  # change only through `set_hold`
     # Running totals of `holds` by scope ("wallet", "card:<id>", "trace:<id>"), so a decision reads
     # what is held without summing every hold; and the earliest expiry, so sweeps are rare.
     held: Mapping[str, int] = field(default_factory=dict)
@@ -245,11 +262,17 @@ def held_minor(state: WalletState, cap: CapKind, scope_id: str) -> int:
     return state.held.get(_held_scope(cap, scope_id), 0)
 
 
+def hold_of(state: WalletState, authorization_id: str) -> Hold | None:
+    """The open hold of `authorization_id`, if any."""
+    row = state.holds.get(authorization_id)
+    return None if row is None else Hold._make(row)
+
+
 def set_hold(state: WalletState, authorization_id: str, hold: Hold | None, **also: Any) -> WalletState:  # noqa: ANN401
     """Place, resize (`hold`) or end (None) one hold, keeping the running totals exact; `also`
     changes other fields in the same new state (a decision remembers itself as it holds).
     """
-    old = state.holds.get(authorization_id)
+    old = hold_of(state, authorization_id)
     held = dict(state.held)
     for change, sign in ((old, -1), (hold, 1)):
         if change is None:
@@ -260,7 +283,7 @@ def set_hold(state: WalletState, authorization_id: str, hold: Hold | None, **als
     if hold is None:
         holds = holds.delete(authorization_id) if authorization_id in holds else holds
     else:
-        holds = holds.set(authorization_id, hold)
+        holds = holds.set(authorization_id, hold_row(hold))
     earliest = state.earliest_hold_expiry
     if hold is not None and (earliest is None or hold.expires_at < earliest):
         earliest = hold.expires_at
@@ -304,10 +327,10 @@ def _hold_scopes(hold: Hold) -> tuple[str, ...]:
     return ("wallet", f"card:{hold.card_id}")
 
 
-def held_sums(holds: Mapping[str, Hold]) -> dict[str, int]:
+def held_sums(holds: Mapping[str, HoldRow]) -> dict[str, int]:
     """The running totals of `holds` by scope, as `WalletState.held` keeps them (zeros left out)."""
     sums: dict[str, int] = {}
-    for hold in holds.values():
+    for hold in open_holds(holds):
         for scope in _hold_scopes(hold):
             sums[scope] = sums.get(scope, 0) + hold.amount_minor
     return {scope: total for scope, total in sums.items() if total}

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
-from services.authorizer.state import ROLLING_WINDOW, Hold, Posting, WalletState, held_sums, rolling_sums
+from services.authorizer.state import ROLLING_WINDOW, Hold, HoldRow, Posting, WalletState, held_sums, rolling_sums
 from services.platform.logging import get_logger
 
 TopicPartition = tuple[str, int]
@@ -150,9 +150,9 @@ class Store:
                    WHERE wallet_id = ANY($1::text[]) AND at > $2 ORDER BY at, posting_id""",
                 wallet_ids, now - ROLLING_WINDOW - _POSTINGS_MARGIN,
             )  # fmt: skip
-        holds: dict[str, dict[str, Hold]] = {}
+        holds: dict[str, dict[str, HoldRow]] = {}
         for row in hold_rows:
-            holds.setdefault(row["wallet_id"], {})[row["authorization_id"]] = Hold(
+            holds.setdefault(row["wallet_id"], {})[row["authorization_id"]] = (
                 row["authorization_id"], row["card_id"], row["trace_id"], row["amount_minor"], row["placed_at"],
                 row["expires_at"],
             )  # fmt: skip
@@ -344,7 +344,7 @@ def _hold_changes(before: WalletState | None, state: WalletState, named: set[str
     changes add up to; if they disagree (a hold changed that no message named: a bug), every hold
     is compared instead, and the miss is logged.
     """
-    old_holds: Mapping[str, Hold] = {} if before is None else before.holds
+    old_holds: Mapping[str, HoldRow] = {} if before is None else before.holds
     if state.holds is old_holds:
         return [], []
     placed, ended, count, total = [], [], len(old_holds), 0 if before is None else before.held.get("wallet", 0)
@@ -353,16 +353,17 @@ def _hold_changes(before: WalletState | None, state: WalletState, named: set[str
         if new is old:
             continue
         count += (new is not None) - (old is not None)
-        total += (0 if new is None else new.amount_minor) - (0 if old is None else old.amount_minor)
+        total -= 0 if old is None else Hold._make(old).amount_minor
         if new is None:
             ended.append(key)
         else:
-            placed.append(new)
+            placed.append(Hold._make(new))
+            total += placed[-1].amount_minor
     if count == len(state.holds) and total == state.held.get("wallet", 0):
         return placed, ended
     _log.error("hold_changes_unnamed", wallet_id=state.wallet_id, named=len(named))
     return (
-        [hold for key, hold in state.holds.items() if old_holds.get(key) is not hold],
+        [Hold._make(row) for key, row in state.holds.items() if old_holds.get(key) is not row],
         [key for key in old_holds if key not in state.holds],
     )
 

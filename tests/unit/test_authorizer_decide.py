@@ -16,7 +16,7 @@ from schemas.money import Money
 from schemas.policies import CardCaps, WalletCaps
 from schemas.wallet import BindTrace, FreezeCard, FreezeWallet, UnfreezeCard
 from services.authorizer.domain import decide
-from services.authorizer.state import RateTable, WalletState
+from services.authorizer.state import RateTable, WalletState, hold_of
 from tests.support.builders import CARD, NOW, cleared, command_fields, request, run, run_on, usd, wallet
 
 RATES = RateTable({("EUR", "USD"): Fraction(108, 100)})
@@ -39,7 +39,8 @@ def test_an_authorization_within_every_cap_is_approved_and_held() -> None:
     events, after = run(state, request(300, auth="a1"))
     [decision] = events
     assert after is not None
-    assert (decision.approved, decision.reason, after.holds["a1"].amount_minor) == (True, ReasonCode.APPROVED, 300)
+    held = hold_of(after, "a1")
+    assert (decision.approved, decision.reason, held and held.amount_minor) == (True, ReasonCode.APPROVED, 300)
     assert [(c.cap, c.limit.amount_minor, c.held.amount_minor, c.remaining.amount_minor) for c in decision.caps] == [
         (CapKind.PER_AUTHORIZATION, 500, 300, 200),
         (CapKind.WALLET_ROLLING_24H, 1_000, 300, 700),

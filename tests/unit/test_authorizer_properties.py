@@ -19,7 +19,7 @@ from schemas.policies import CardCaps, WalletCaps
 from schemas.wallet import BindTrace, FreezeCard, UnfreezeCard
 from services.authorizer.decide import applicable_caps
 from services.authorizer.domain import Inbound, decide
-from services.authorizer.state import WalletState
+from services.authorizer.state import WalletState, hold_of, open_holds
 from tests.support.builders import (
     CARD,
     NOW,
@@ -89,7 +89,8 @@ def _message(
         return None
     auth, amount = candidates[operation[1] % len(candidates)]
     # A share of what is still held, so captures never add up to more than was approved.
-    pending = state.holds[auth].amount_minor if auth in state.holds else amount
+    held = hold_of(state, auth)
+    pending = amount if held is None else held.amount_minor
     share = (pending * operation[2]) // 100 if len(operation) > 2 else 0
     messages: dict[str, Inbound] = {
         "redeliver": request(amount, auth=auth, at=now),
@@ -104,7 +105,7 @@ def _message(
 def _recomputed_held(state: WalletState) -> dict[str, int]:
     """The running hold totals, recomputed the slow way from the holds themselves."""
     totals: Counter[str] = Counter()
-    for hold in state.holds.values():
+    for hold in open_holds(state.holds):
         for scope in ["wallet", f"card:{hold.card_id}"] + ([f"trace:{hold.trace_id}"] if hold.trace_id else []):
             totals[scope] += hold.amount_minor
     return {scope: amount for scope, amount in totals.items() if amount}

@@ -23,6 +23,7 @@ from services.authorizer.state import (
     MEMORY_HORIZON,
     ROLLING_WINDOW,
     WalletState,
+    hold_of,
     month_end,
     month_key,
     recall,
@@ -95,14 +96,14 @@ def test_memoized_months_equal_the_computation(moment: datetime, time_zone: str)
         assert month_key(month_end(asked, time_zone), time_zone) != month_key(asked, time_zone)
 
 
-def test_a_remembered_decision_is_left_alone_by_the_garbage_collector() -> None:
-    """What a wallet keeps per decision is a plain tuple of plain values: after one collection the
-    collector no longer tracks it, so a full collection does not walk every decision a busy cache
-    remembers (a named tuple or a dataclass would stay tracked).
+def test_a_remembered_decision_and_an_open_hold_are_left_alone_by_the_garbage_collector() -> None:
+    """What a wallet keeps per decision and per open hold are plain tuples of plain values: after
+    one collection the collector no longer tracks them, so a full collection does not walk every
+    one a busy cache keeps (a named tuple or a dataclass would stay tracked).
     """
     _, state = run_on(wallet(WalletCaps(rolling_24h=usd(1_000))), request(100, auth="kept"))
-    remembered = state.decisions["kept"]
+    remembered, row = state.decisions["kept"], state.holds["kept"]
     gc.collect()
-    assert (type(remembered), gc.is_tracked(remembered), recall(remembered).issuer_authorization_id) == (
-        tuple, False, "kept"
-    )  # fmt: skip
+    hold = hold_of(state, "kept")
+    assert [type(remembered), type(row), gc.is_tracked(remembered), gc.is_tracked(row)] == [tuple, tuple, False, False]
+    assert (recall(remembered).issuer_authorization_id, hold and hold.amount_minor) == ("kept", 100)
