@@ -55,7 +55,7 @@ def derived_id(*parts: object) -> uuid.UUID:
     """A stable id for an event caused by `parts` (so a replay publishes the same ids).
 
     Exactly `uuid.uuid5(EVENT_NAMESPACE, "|".join(map(str, parts)))`, built without `UUID.__init__`'s
-    argument checks (one per decision; they cost half of it). `tests/unit/test_decide.py` compares.
+    argument checks (one per decision; they cost half of it). `tests/unit/test_authorizer_state.py` compares.
     """
     name = "|".join(map(str, parts)).encode()
     digest = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()

@@ -478,13 +478,15 @@ class Authorizer:
         messages = [message for _, message in parsed if not isinstance(message, InvalidMessage)]
         now = self._clock()
         states, new_here = await self._load([m.wallet_id for m in messages], now)
-        earlier = await self._store.load_decisions(
-            [
-                m.issuer_authorization_id
-                for m in messages
-                if isinstance(m, AuthorizationRequested) and not self._answer_would_be_in_memory(m, now)
-            ]
-        )
+        asked = [
+            m.issuer_authorization_id
+            for m in messages
+            if isinstance(m, AuthorizationRequested) and not self._answer_would_be_in_memory(m, now)
+        ]
+        recalled = self._decisions_to_recall(messages, states)
+        found = await self._store.load_decisions([*asked, *recalled])  # one query for both
+        earlier = {authorization_id: found[authorization_id] for authorization_id in asked if authorization_id in found}
+        _recollect(states, recalled, found, now)
         # A yield before the batch takes the CPU: the previous batch's commit sends its query, the
         # fetcher its next request. Without one, a batch that needs no query of its own is decided
         # before that commit even starts, and nothing overlaps (measured: ~25% fewer decisions/s).
@@ -501,7 +503,6 @@ class Authorizer:
         seen = _Seen(earlier, applied, directory)
         if self._pending is not None:
             seen.include(self._pending.effects)  # committing now: not yet in the tables read above
-        await self._recall_decisions(messages, states, now)
         effects = BatchEffects(previous=dict(states))
         for record, message in parsed:
             effects.offsets[(record.topic, record.partition)] = record.offset + 1
@@ -524,12 +525,14 @@ class Authorizer:
                 self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
 
-    async def _recall_decisions(self, messages: list[Inbound], states: dict[str, WalletState], now: datetime) -> None:
+    @staticmethod
+    def _decisions_to_recall(messages: list[Inbound], states: dict[str, WalletState]) -> dict[str, str]:
         """A refund, or a capture whose hold is gone, is counted against the trace (and at the
         exchange) of the authorization's decision, which the wallet remembers only if this instance
         made it since loading the wallet. Otherwise (a restart, a rebalance, an eviction, a decision
         older than the memory) it is read from Postgres into the wallet's memory first: the money
-        then lands on the same trace whichever instance applies the event, and on a replay.
+        then lands on the same trace whichever instance applies the event, and on a replay. These
+        are the authorization ids to read, with their wallets.
         """
         wanted: dict[str, str] = {}
         for message in messages:
@@ -540,12 +543,7 @@ class Authorizer:
             if state is None or authorization_id in state.decisions or authorization_id in state.holds:
                 continue  # nothing to count against, remembered, or the hold says it all
             wanted[authorization_id] = message.wallet_id
-        if not wanted:
-            return
-        for authorization_id, decision in (await self._store.load_decisions(list(wanted))).items():
-            wallet_id = wanted[authorization_id]
-            if decision.wallet_id == wallet_id:
-                states[wallet_id] = recollect(states[wallet_id], decision, now)
+        return wanted
 
     def _settled_without_deciding(self, message: Inbound, effects: BatchEffects, seen: _Seen, now: datetime) -> bool:
         """True when `message` needs no decision: a request answered before (the first answer again),
@@ -816,3 +814,13 @@ class _Claimer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self._authorizer.claim(list(assigned))
+
+
+def _recollect(
+    states: dict[str, WalletState], recalled: dict[str, str], found: dict[str, AuthorizationDecided], now: datetime
+) -> None:
+    """The decisions read back for `recalled` (authorization id → wallet id) into their wallets' memory."""
+    for authorization_id, wallet_id in recalled.items():
+        decision = found.get(authorization_id)
+        if decision is not None and decision.wallet_id == wallet_id:
+            states[wallet_id] = recollect(states[wallet_id], decision, now)

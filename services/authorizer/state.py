@@ -112,14 +112,14 @@ class Posting(NamedTuple):
 Remembered: TypeAlias = tuple[datetime, bytes]
 
 
-def remember(decision: AuthorizationDecided) -> Remembered:
-    """What a wallet keeps of a decision it makes."""
-    return (decision.decided_at, _DECISION_JSON.to_json(decision))
+def remember(decision: AuthorizationDecided, since: datetime | None = None) -> Remembered:
+    """What a wallet keeps of `decision`, remembered from `since` (by default when it was made)."""
+    return (since or decision.decided_at, _DECISION_JSON.to_json(decision))
 
 
 def recollect(state: WalletState, decision: AuthorizationDecided, now: datetime) -> WalletState:
     """`state` remembering `decision`, made earlier (read back from Postgres), from `now` on."""
-    remembered = (now, _DECISION_JSON.to_json(decision))
+    remembered = remember(decision, since=now)
     return state.evolve(decisions=as_map(state.decisions).set(decision.issuer_authorization_id, remembered))
 
 

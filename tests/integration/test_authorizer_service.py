@@ -63,6 +63,26 @@ def _requests(count: int, amount_minor: int, prefix: str) -> list[AuthorizationR
     ]
 
 
+def _wallets_with_a_card(wallet_ids: list[str], caps: WalletCaps) -> list[Message]:
+    """Commands creating each wallet with one card, `card_<wallet>` (issuer token `ic_<wallet>`)."""
+    now = _now()
+    return [
+        command
+        for wallet_id in wallet_ids
+        for command in (
+            CreateWallet(**command_fields(now) | {"wallet_id": wallet_id}, caps=caps),
+            CreateCard(**command_fields(now) | {"wallet_id": wallet_id}, card_id=f"card_{wallet_id}",
+                       issuer=Issuer.STRIPE, issuer_card_token=f"ic_{wallet_id}", last4="4242"),
+        )
+    ]  # fmt: skip
+
+
+def _request_on(wallet_id: str, amount_minor: int, auth: str, now: datetime) -> AuthorizationRequested:
+    """A request on the card `_wallets_with_a_card` gave `wallet_id`, answerable for five minutes."""
+    made = request(amount_minor, auth=auth, at=now, deadline_at=now + timedelta(minutes=5))
+    return made.model_copy(update={"wallet_id": wallet_id, "card_id": f"card_{wallet_id}"})
+
+
 def _moved_by(event: object, source_event_id: uuid.UUID) -> bool:
     return isinstance(event, MoneyMoved) and event.source_event_id == source_event_id
 
@@ -205,25 +225,12 @@ async def test_a_fenced_zombie_cannot_commit(kafka_topics: Settings, pool: async
 @pytest.mark.slow
 async def test_two_instances_and_a_rebalance_mid_stream_stay_exact(kafka_topics: Settings, pool: asyncpg.Pool) -> None:
     """A second instance joins while requests flow: partitions move, the cap is still exact."""
-    caps = WalletCaps(rolling_24h=usd(70_000))
     wallets = [f"wal_r{index}" for index in range(6)]
-    commands: list[Message] = []
-    for wallet_id in wallets:
-        fields = command_fields(_now()) | {"wallet_id": wallet_id}
-        commands += [
-            CreateWallet(**fields, caps=caps),
-            CreateCard(**fields | {"command_id": uuid.uuid4()}, card_id=f"card_{wallet_id}", issuer=Issuer.STRIPE,
-                       issuer_card_token=f"ic_{wallet_id}", last4="4242"),
-        ]  # fmt: skip
     async with running_authorizer(kafka_topics, pool):
-        await apply_commands(kafka_topics, commands)
+        await apply_commands(kafka_topics, _wallets_with_a_card(wallets, WalletCaps(rolling_24h=usd(70_000))))
         now = _now()
         flood = [
-            request(100, auth=f"{wallet_id}-{index}", at=now, deadline_at=now + timedelta(minutes=5)).model_copy(
-                update={"wallet_id": wallet_id, "card_id": f"card_{wallet_id}"}
-            )
-            for index in range(1_000)
-            for wallet_id in wallets
+            _request_on(wallet_id, 100, f"{wallet_id}-{index}", now) for index in range(1_000) for wallet_id in wallets
         ]
         async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
             await publish(kafka_topics, Topic.AUTH_REQUESTS, flood[:2_000])
@@ -382,19 +389,7 @@ async def test_evicted_wallets_are_read_again_with_their_holds(
     monkeypatch.setattr(runtime, "MAX_CACHED_WALLETS", 2)
     monkeypatch.setattr(runtime, "BATCH_MAX_RECORDS", 1)
     wallets = [f"evict-{index}" for index in range(3)]
-    now = _now()
-    await apply_commands(
-        kafka_topics,
-        [
-            command
-            for wallet_id in wallets
-            for command in (
-                CreateWallet(**{**command_fields(now), "wallet_id": wallet_id}, caps=WalletCaps(rolling_24h=usd(150))),
-                CreateCard(**{**command_fields(now), "wallet_id": wallet_id}, card_id=f"{wallet_id}-card",
-                           issuer=Issuer.STRIPE, issuer_card_token=f"{wallet_id}-token", last4="4242"),
-            )
-        ],
-    )  # fmt: skip
+    await apply_commands(kafka_topics, _wallets_with_a_card(wallets, WalletCaps(rolling_24h=usd(150))))
     loaded: Counter[str] = Counter()
     load_wallets = authorizer._store.load_wallets  # noqa: SLF001 - the reads this is about
 
@@ -403,13 +398,8 @@ async def test_evicted_wallets_are_read_again_with_their_holds(
         return await load_wallets(wallet_ids, now)
 
     monkeypatch.setattr(authorizer._store, "load_wallets", counted)  # noqa: SLF001
-    requests = [
-        request(100, auth=f"{wallet_id}-{turn}", at=now, deadline_at=now + timedelta(minutes=5)).model_copy(
-            update={"wallet_id": wallet_id, "card_id": f"{wallet_id}-card"}
-        )
-        for turn in range(2)
-        for wallet_id in wallets
-    ]
+    now = _now()
+    requests = [_request_on(wallet_id, 100, f"{wallet_id}-{turn}", now) for turn in range(2) for wallet_id in wallets]
     async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
         for count, item in enumerate(requests, start=1):  # one at a time: each wallet's turn follows the others'
             if count == len(wallets) + 1:
