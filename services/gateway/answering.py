@@ -24,7 +24,7 @@ from schemas.common import Issuer, ReasonCode
 from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
 from schemas.registry import serialize
 from schemas.topics import Topic, message_key, topic_name
-from services.gateway.answer_log import AnswerLog, AnswerRow
+from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow
 from services.gateway.directory import CardDirectory, CardRef
 from services.gateway.issuers import Ask, Notice, WebhookInvalid
 from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES, STAGE_SECONDS
@@ -128,6 +128,7 @@ class Answering:
         self._clock = clock
         self._pending_work: set[asyncio.Task[None]] = set()
         self._answer_log = AnswerLog(pool)
+        self._lookups = AnswerLookups(pool)
         # Deadline declines given here lately (authorization id → answer, monotonic time): an attempt
         # that joined the same wait and got the decision late must give the same decline.
         self._declines: OrderedDict[str, tuple[Answer, float]] = OrderedDict()
@@ -391,12 +392,8 @@ class Answering:
         return True
 
     async def _recorded(self, ask: Ask) -> Answer | None:
-        row = await self._pool.fetchrow(
-            """SELECT approved, reason, answered_by FROM gateway.answers
-               WHERE issuer = $1 AND issuer_authorization_id = $2""",
-            ask.issuer.value, ask.issuer_authorization_id,
-        )  # fmt: skip
-        return None if row is None else Answer(row["approved"], ReasonCode(row["reason"]), row["answered_by"])
+        row = await self._lookups.find(ask.issuer.value, ask.issuer_authorization_id)
+        return None if row is None else Answer(row[0], ReasonCode(row[1]), row[2])
 
     async def _record(
         self, ask: Ask, card: CardRef | None, answer: Answer, *, overwrite: bool = False, expiry_owed: bool = False

@@ -24,6 +24,7 @@ def build(settings: Settings, _health_port: int = DEFAULT_HEALTH_PORT) -> Servic
         port=settings.gateway_port,
         lifespan="on",
         http="httptools",
+        proxy_headers=False,  # nothing here reads the client's address; one middleware less per request
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,  # requests in flight end by their deadline anyway; a stop must end

@@ -3,13 +3,14 @@
 The app's lifespan starts what it needs (FastStream's Kafka broker for publishing, the Postgres
 pool, the reader of auth.decisions) and stops it in reverse order. Handlers verify the signature
 over the raw body first; nothing is parsed, published or recorded for a request that fails it.
-Webhook POSTs are served from the ASGI scope ahead of FastAPI (`_FastPath`): they are the hot path.
+Webhook POSTs are served from the ASGI scope ahead of FastAPI (`GatewayApp`): they are the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr, ValidationError
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from schemas.common import Issuer
 from services.gateway.answering import Answer, Answering, CardUnknown
@@ -155,7 +156,7 @@ class _Webhooks:
 
     def routes(self) -> None:
         """The three endpoints as FastAPI routes: what the OpenAPI document shows. `_FastPath` serves
-        the same `process` ahead of FastAPI's routing, so these run only if it is not installed.
+        the same `process` ahead of FastAPI, so these run only when its `fast_path` is off.
         """
 
         async def serve(request: Request) -> Response:
@@ -174,24 +175,26 @@ class _Webhooks:
             )
 
 
-class _FastPath:
-    """Webhook POSTs served straight from the ASGI scope, ahead of FastAPI's routing, exception
-    middleware and request objects (about a fifth of the gateway's CPU per authorization, measured
-    with bench/webhook.py); every other request goes on to FastAPI. Same `process`, same replies.
+class GatewayApp(FastAPI):
+    """FastAPI, with webhook POSTs served straight from the ASGI scope ahead of everything it does
+    (its middleware stack, routing, exception handling, request and response objects): about a
+    fifth of the gateway's CPU per authorization when they ran ahead of routing only, more before,
+    measured with bench/webhook.py (decision 0006). Every other request goes on to FastAPI. Same
+    `process`, same replies as the FastAPI routes; `fast_path = None` serves webhooks by those.
     """
 
-    def __init__(self, app: ASGIApp, webhooks: _Webhooks) -> None:
-        self._app = app
-        self._webhooks = webhooks
+    fast_path: _Webhooks | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A webhook POST here; anything else to FastAPI."""
+        webhooks = self.fast_path
         endpoint = (
-            self._webhooks.endpoints.get(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST"
+            webhooks.endpoints.get(scope["path"])
+            if webhooks is not None and scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
         if endpoint is None:
-            await self._app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
         body, more = b"", True
         while more:
@@ -200,11 +203,20 @@ class _FastPath:
                 return  # the issuer gave up before sending the body: nothing was read, nothing to answer
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        reply = await self._webhooks.process(endpoint, Headers(scope=scope), body)
-        await reply.response()(scope, receive, send)
+        reply = await webhooks.process(endpoint, Headers(scope=scope), body)  # type: ignore[union-attr]
+        await _send(reply, send)
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
+async def _send(reply: Reply, send: Send) -> None:
+    """`reply` as JSONResponse sends it (same bytes, same headers, same order), without building one."""
+    body = json.dumps(reply.body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    headers += [(b"content-length", str(len(body)).encode("latin-1")), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> GatewayApp:
     """The gateway's ASGI app; `clock` (unix seconds) is what signatures are checked against."""
 
     @asynccontextmanager
@@ -240,7 +252,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
             await pool.close()
             await broker.stop()
 
-    app = FastAPI(title="pursestrings gateway", version="1", lifespan=lifespan)
+    app = GatewayApp(title="pursestrings gateway", version="1", lifespan=lifespan)
 
     app.router.routes.extend(health_routes(settings))
 
@@ -259,6 +271,6 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
 
     webhooks = _Webhooks(app, settings, clock)
     webhooks.routes()
-    app.add_middleware(_FastPath, webhooks=webhooks)
+    app.fast_path = webhooks
     app.include_router(management_router())
     return app

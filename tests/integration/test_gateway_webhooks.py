@@ -20,6 +20,7 @@ from schemas.common import Issuer
 from schemas.topics import Topic
 from schemas.wallet import CreateCard, CreateWallet
 from services.authorizer.runtime import Authorizer
+from services.gateway.answer_log import LOOKUP_KEYS, AnswerLookups
 from services.gateway.answering import Answering
 from services.gateway.directory import CardDirectory
 from services.gateway.simulator import (
@@ -366,3 +367,23 @@ async def test_a_retry_waiting_on_the_first_attempt_gets_its_deadline_decline_to
     answers = [(response.status_code, response.json()) for response in (await first, retry)]
     declined = {"approved": False, "metadata": {"pursestrings_reason": "deadline_exceeded"}}
     assert answers == [(200, declined), (200, declined)]
+
+
+async def test_recorded_answers_are_found_in_groups_on_postgres(pool: asyncpg.Pool) -> None:
+    """Lookups asked together (more than one query's worth, two issuers) each find their own row
+    on the real table, as the point SELECT did, and nothing for an authorization never answered.
+    """
+    answered = [(Issuer.STRIPE.value, f"iauth_g{n}") for n in range(0, LOOKUP_KEYS + 4, 2)]
+    answered.append((Issuer.LITHIC.value, "iauth_g1"))
+    await pool.executemany(
+        """INSERT INTO gateway.answers (issuer, issuer_authorization_id, card_token, approved, reason, answered_by,
+                                        amount_minor, currency)
+           VALUES ($1, $2, 'tok', false, 'deadline_exceeded', 'gateway', 100, 'USD')""",
+        answered,
+    )  # fmt: skip
+    lookups = AnswerLookups(pool)
+    asked = [(issuer.value, f"iauth_g{n}") for issuer in (Issuer.STRIPE, Issuer.LITHIC) for n in range(LOOKUP_KEYS + 4)]
+    found = await asyncio.gather(*(lookups.find(*key) for key in asked), lookups.find(*asked[0]))
+    expected = [("deadline_exceeded" if key in answered else None) for key in [*asked, asked[0]]]
+    assert [None if row is None else row[1] for row in found] == expected
+    assert await lookups.find(Issuer.STRIPE.value, "iauth_g2") == (False, "deadline_exceeded", "gateway")

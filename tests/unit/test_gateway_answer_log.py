@@ -1,5 +1,6 @@
-"""`AnswerLog`: the authorizer's answers kept in groups after they are sent. Postgres is played by a
-fake pool here (what each insert received); the webhook tests on the real services show the rows land.
+"""`AnswerLog`: the authorizer's answers kept in groups after they are sent; `AnswerLookups`: what
+was answered before, looked up in groups. Postgres is played by a fake pool here (what each
+statement received); the webhook tests on the real services show the rows land and are found.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import structlog
 
 from services.gateway import answer_log
-from services.gateway.answer_log import AnswerLog, AnswerRow
+from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow
 
 
 def _row(authorization_id: str) -> AnswerRow:
@@ -23,16 +24,33 @@ class FakePool:
 
     def __init__(self, recorded: dict[tuple[str, str], tuple[bool, str]] | None = None) -> None:
         self.groups: list[list[str]] = []
+        self.lookups: list[list[str]] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.failures = 0
         self.recorded = recorded or {}
 
-    async def fetch(self, query: str, *columns: list[Any]) -> list[dict[str, Any]]:
+    async def fetch(self, query: str, *columns: Any) -> list[dict[str, Any]]:
         """The comparison's SELECT, or the insert: what it kept (ON CONFLICT DO NOTHING)."""
+        if query in {answer_log._LOOKUP, answer_log._LOOKUP_ONE}:  # noqa: SLF001 - one issuer, its ids (NULL-padded)
+            self.lookups.append([a for a in columns[1:] if a is not None])
+            await self.gate.wait()
+            if self.failures:
+                self.failures -= 1
+                raise OSError("connection refused")
+            return [
+                {"issuer_authorization_id": a, "approved": v[0], "reason": v[1], "answered_by": "authorizer"}
+                for a in columns[1:]
+                if (v := self.recorded.get((columns[0], a))) is not None
+            ]
         if query is answer_log._RECORDED:  # noqa: SLF001
             return [
-                {"issuer": i, "issuer_authorization_id": a, "approved": v[0], "reason": v[1]}
+                {
+                    "issuer": i,
+                    "issuer_authorization_id": a,
+                    "approved": v[0],
+                    "reason": v[1],
+                }
                 for i, a in zip(columns[0], columns[1], strict=True)
                 if (v := self.recorded.get((i, a))) is not None
             ]
@@ -113,3 +131,54 @@ async def test_close_writes_what_waits() -> None:
     await log.close(timeout_s=5)
     assert sorted(a for group in pool.groups for a in group) == ["a", "b"]
     assert log.waiting == 0
+
+
+async def test_lookups_asked_during_a_query_go_together_in_the_next() -> None:
+    """One query at a time; the lookups asked meanwhile (a retry of the same id among them) share the next."""
+    pool = FakePool(recorded={("stripe", "b"): (False, "deadline_exceeded")})
+    lookups = AnswerLookups(pool)
+    pool.gate.clear()
+    first = asyncio.create_task(lookups.find("stripe", "a"))
+    await asyncio.sleep(0.001)  # the first query is under way, holding "a"
+    rest = [asyncio.create_task(lookups.find("stripe", a)) for a in ("b", "c", "b")]
+    await asyncio.sleep(0.001)
+    pool.gate.set()
+    assert await first is None
+    assert await asyncio.gather(*rest) == [(False, "deadline_exceeded", "authorizer"), None,
+                                           (False, "deadline_exceeded", "authorizer")]  # fmt: skip
+    assert pool.lookups == [["a"], ["b", "c"]]
+
+
+async def test_a_group_is_asked_by_issuer_in_lists_of_lookup_keys() -> None:
+    """Each query holds one issuer and at most LOOKUP_KEYS ids; every lookup gets its own answer."""
+    ids = [f"a{n}" for n in range(answer_log.LOOKUP_KEYS + 3)]
+    pool = FakePool(recorded={("stripe", ids[-1]): (True, "approved"), ("lithic", "a0"): (False, "card_not_found")})
+    lookups = AnswerLookups(pool)
+    found = await asyncio.gather(*(lookups.find("stripe", a) for a in ids), lookups.find("lithic", "a0"))
+    assert found[-2:] == [(True, "approved", "authorizer"), (False, "card_not_found", "authorizer")]
+    assert found[:-2] == [None] * (len(ids) - 1)
+    assert pool.lookups == [ids[: answer_log.LOOKUP_KEYS], ids[answer_log.LOOKUP_KEYS :], ["a0"]]
+
+
+async def test_a_failed_lookup_fails_its_group_and_the_next_one_asks_again() -> None:
+    """Postgres away: every lookup of that query gets its error (the caller declines); later ones work."""
+    pool = FakePool(recorded={("stripe", "a"): (True, "approved")})
+    pool.failures = 1
+    lookups = AnswerLookups(pool)
+    results = await asyncio.gather(lookups.find("stripe", "a"), lookups.find("stripe", "b"), return_exceptions=True)
+    assert [type(result) for result in results] == [OSError, OSError]
+    assert await lookups.find("stripe", "a") == (True, "approved", "authorizer")
+
+
+async def test_a_cancelled_lookup_leaves_the_others_of_its_group_their_answer() -> None:
+    """An attempt whose deadline passed stops waiting; a retry waiting on the same query still gets its answer."""
+    pool = FakePool(recorded={("stripe", "a"): (True, "approved")})
+    lookups = AnswerLookups(pool)
+    pool.gate.clear()
+    cancelled = asyncio.create_task(lookups.find("stripe", "a"))
+    kept = asyncio.create_task(lookups.find("stripe", "a"))
+    await asyncio.sleep(0.001)
+    cancelled.cancel()
+    pool.gate.set()
+    assert await kept == (True, "approved", "authorizer")
+    assert cancelled.cancelled()

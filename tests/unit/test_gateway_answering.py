@@ -38,9 +38,11 @@ class _Pool:
         self.inserted: list[tuple[Any, ...]] = []
         self.executed: list[str] = []
 
-    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:
-        if query.lstrip().startswith("SELECT"):
-            return None
+    async def fetch(self, query: str, *args: Any) -> list[Any]:  # noqa: ARG002 - the lookups: none recorded
+        assert query.lstrip().startswith("SELECT")
+        return []
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002 - the records
         self.inserted.append(args)
         return {"approved": args[5]}
 
@@ -109,8 +111,6 @@ class _PoolAway(_Pool):
     """Postgres gone once the request is out: the lookup works, the answer's record fails."""
 
     async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002
-        if query.lstrip().startswith("SELECT"):
-            return None
         raise OSError("connection refused")
 
 
