@@ -155,7 +155,7 @@ class _Webhooks:
         return Reply(200, {"received": message.event_type.model_fields["type"].default}, {})
 
     def routes(self) -> None:
-        """The three endpoints as FastAPI routes: what the OpenAPI document shows. `_FastPath` serves
+        """The three endpoints as FastAPI routes: what the OpenAPI document shows. `GatewayApp` serves
         the same `process` ahead of FastAPI, so these run only when its `fast_path` is off.
         """
 
