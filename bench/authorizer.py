@@ -55,6 +55,11 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 PACED_RATE_PER_S = 5_000
 PACED_SECONDS = 3
 LIGHT_RATE_PER_S = 1_000
+# A paced run sends what is due at most every millisecond, in one go (5 requests a tick at 5,000/s,
+# 1 at 1,000/s), rather than sleeping before each request: this driver shares the machine's two
+# cores with what it measures, and a timer per request cost it ~116 us of CPU per request at
+# 5,000/s. Each request is timed from its own send, so a burst is not counted as one.
+PACING_TICK_S = 0.001
 WARM_UP = WALLETS * 4
 # BENCH_PROFILE=1 records where the authorizer's time goes (folded stacks, for flamegraph tools).
 PROFILE = RESULTS.with_name("authorizer-profile.txt") if os.environ.get("BENCH_PROFILE") else None
@@ -119,11 +124,18 @@ async def _drive(
     collector = asyncio.create_task(collect())
     cpu_before = cpu_seconds(roles)
     started = time.perf_counter()
-    for index, (auth, key, value) in enumerate(requests):
-        if rate_per_s is not None:
-            await asyncio.sleep(max(0.0, started + index / rate_per_s - time.perf_counter()))
-        sent[auth] = time.perf_counter_ns()
-        await producer.send(source, value, key=key)
+    index, tick = 0, started
+    while index < len(requests):
+        upto = len(requests)
+        if rate_per_s is not None:  # what is due, at most every PACING_TICK_S (see there)
+            now = time.perf_counter()
+            await asyncio.sleep(max(0.0, started + index / rate_per_s - now, tick - now))
+            tick = time.perf_counter() + PACING_TICK_S
+            upto = min(upto, max(index + 1, int((tick - PACING_TICK_S - started) * rate_per_s) + 1))
+        for auth, key, value in requests[index:upto]:
+            sent[auth] = time.perf_counter_ns()
+            await producer.send(source, value, key=key)
+        index = upto
     await producer.flush()
     await asyncio.wait_for(collector, timeout=300)
     elapsed = time.perf_counter() - started
