@@ -200,9 +200,15 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
 
 
 def _trace_of(state: WalletState, authorization_id: str | None, card_id: str) -> str | None:
+    """The trace of the authorization's decision: remembered, else its hold's (a refund of a partial
+    capture whose rest is still held, after a restart), else the card's trace of the moment.
+    """
     remembered = state.decisions.get(authorization_id or "")
     if remembered is not None:
         return recall(remembered).trace_id
+    hold = hold_of(state, authorization_id or "")
+    if hold is not None:
+        return hold.trace_id
     return bound_trace(state, card_id)
 
 

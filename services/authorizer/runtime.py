@@ -84,6 +84,8 @@ LAG_EVERY_MS = 1_000
 BATCH_MAX_RECORDS = 500
 # Issuer events are applied once per event id (the issuer retries webhooks; producers may repeat).
 _ISSUER_EVENTS = (AuthorizationCleared, AuthorizationReversed, AuthorizationExpired, RefundPosted, ForcePosted)
+# Issuer events that count money by an authorization's decision (its trace, its exchange).
+_NAMING_AN_AUTHORIZATION = (RefundPosted, AuthorizationCleared, AuthorizationReversed)
 _log = get_logger("authorizer")
 
 
@@ -525,8 +527,7 @@ class Authorizer:
                 self._emit(effects, event, state)
         return effects, {wallet_id: states[wallet_id] for wallet_id in effects.wallets}
 
-    @staticmethod
-    def _decisions_to_recall(messages: list[Inbound], states: dict[str, WalletState]) -> dict[str, str]:
+    def _decisions_to_recall(self, messages: list[Inbound], states: dict[str, WalletState]) -> dict[str, str]:
         """A refund, or a capture whose hold is gone, is counted against the trace (and at the
         exchange) of the authorization's decision, which the wallet remembers only if this instance
         made it since loading the wallet. Otherwise (a restart, a rebalance, an eviction, a decision
@@ -536,14 +537,30 @@ class Authorizer:
         """
         wanted: dict[str, str] = {}
         for message in messages:
-            if not isinstance(message, RefundPosted | AuthorizationCleared) or not message.issuer_authorization_id:
+            if not isinstance(message, _NAMING_AN_AUTHORIZATION) or not message.issuer_authorization_id:
                 continue
             state = states.get(message.wallet_id)
             authorization_id = message.issuer_authorization_id
-            if state is None or authorization_id in state.decisions or authorization_id in state.holds:
-                continue  # nothing to count against, remembered, or the hold says it all
+            if state is None or authorization_id in state.decisions:
+                continue  # nothing to count against, or remembered
+            if authorization_id in state.holds and not self._scaled_by_its_decision(message, state):
+                continue  # the hold says it all
+            if isinstance(message, AuthorizationReversed) and authorization_id not in state.holds:
+                continue  # nothing held to release
             wanted[authorization_id] = message.wallet_id
         return wanted
+
+    def _scaled_by_its_decision(self, message: Inbound, state: WalletState) -> bool:
+        """An amount in another currency that the rate table cannot convert (a rate removed since
+        the authorization) is counted at the authorization's own exchange, which only its decision
+        knows (`lifecycle._in_wallet_currency`).
+        """
+        amount = None if getattr(message, "full", False) else getattr(message, "amount", None)
+        return (
+            amount is not None
+            and amount.currency != state.currency
+            and self._rates.convert_up(amount, state.currency) is None
+        )
 
     def _settled_without_deciding(self, message: Inbound, effects: BatchEffects, seen: _Seen, now: datetime) -> bool:
         """True when `message` needs no decision: a request answered before (the first answer again),

@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
@@ -18,15 +19,17 @@ import pytest
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
+from schemas.money import Money
 from schemas.policies import WalletCaps
 from schemas.registry import Message
 from schemas.topics import Topic, topic_name
 from schemas.wallet import BindTrace, CreateCard, CreateWallet, FreezeCard, MoneyMoved
 from services.authorizer import runtime
 from services.authorizer.runtime import Authorizer
+from services.authorizer.state import RateTable
 from services.authorizer.store import BatchEffects, Fenced, Store
 from services.platform.settings import Settings
-from tests.support.builders import CARD, WALLET, cleared, command_fields, refund, request, usd
+from tests.support.builders import CARD, WALLET, cleared, command_fields, refund, request, reversed_, usd
 from tests.support.kafka_io import Collector, apply_commands, publish, publish_raw
 from tests.support.services import running_authorizer
 
@@ -412,6 +415,29 @@ async def test_evicted_wallets_are_read_again_with_their_holds(
         **{f"{wallet_id}-1": ReasonCode.WALLET_ROLLING_24H_CAP for wallet_id in wallets},
     }
     assert set(loaded) == set(wallets)  # each read again between its two requests
+
+
+async def test_a_partial_reversal_after_a_restart_releases_at_the_authorizations_exchange(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """EUR 10.00 approved at 1.08 (a USD 10.80 hold); the rate leaves the table and a new instance
+    (nothing in memory) applies a partial reversal of EUR 5.00: USD 5.40 is released, the
+    authorization's own exchange read back from its decision in Postgres (5.00 without it).
+    """
+    now = _now()
+    eur = RateTable({("EUR", "USD"): Fraction(108, 100)})
+    bought = request(0, auth="eur-0", at=now, deadline_at=now + timedelta(minutes=5), amount=Money.of(1_000, "EUR"))
+    async with running_authorizer(kafka_topics, pool, rates=eur):
+        await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(10_000)))
+        async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, [bought])
+            [decided] = await decisions.wait_for(lambda items: len(items) >= 1)
+    half_back = reversed_("eur-0", 0, now).model_copy(update={"amount": Money.of(500, "EUR")})
+    async with running_authorizer(kafka_topics, pool), Collector(kafka_topics, Topic.WALLET_EVENTS) as events:
+        await publish(kafka_topics, Topic.ISSUER_EVENTS, [half_back])
+        items = await events.wait_for(lambda items: any(_moved_by(e, half_back.event_id) for e in items))
+    [moved] = [e for e in items if _moved_by(e, half_back.event_id)]
+    assert (decided.approved, decided.cap_amount, moved.hold_released_minor) == (True, usd(1_080), 540)
 
 
 async def test_a_refund_after_a_restart_lands_on_the_trace_of_its_purchase(

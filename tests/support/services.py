@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from services.authorizer.runtime import Authorizer
+from services.authorizer.state import NO_RATES, RateTable
 from services.gateway.http import create_app
 from services.notifier.core import Notifier
 from services.notifier.http import create_app as create_notifier_app
@@ -54,9 +55,11 @@ async def consuming(*consumers: Consumer) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def running_authorizer(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Authorizer]:
-    """An authorizer consuming until the block ends."""
-    running = Authorizer(settings, pool)
+async def running_authorizer(
+    settings: Settings, pool: asyncpg.Pool, rates: RateTable = NO_RATES
+) -> AsyncIterator[Authorizer]:
+    """An authorizer (with exchange `rates`) consuming until the block ends."""
+    running = Authorizer(settings, pool, rates=rates)
     async with consuming(running):
         yield running
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from schemas.common import CapKind, ReasonCode
 from schemas.policies import WalletCaps
-from schemas.wallet import CapBreachedByIssuer, MoneyMoved
+from schemas.wallet import BindTrace, CapBreachedByIssuer, MoneyMoved
 from services.authorizer.state import WalletState, held_minor, spent_minor
 from tests.support.builders import (
+    CARD,
     NOW,
     WALLET,
     cleared,
+    command_fields,
     expired,
     force_post,
     refund,
@@ -111,3 +114,16 @@ def test_holds_without_clearing_expire_after_seven_days() -> None:
     moved = next(e for e in events if isinstance(e, MoneyMoved))
     assert (moved.source_type, moved.hold_released_minor, moved.spent_minor) == ("authorization_expired", 1_000, 0)
     assert list(state.holds) == ["a2"]
+
+
+def test_a_refund_without_its_decision_in_memory_lands_on_the_trace_of_its_open_hold() -> None:
+    """Bought on PR-1, captured in part (the rest still held), the card rebound to PR-2, and the
+    decision no longer in memory (a restart): the refund is counted against PR-1, the hold's trace.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    bind = partial(BindTrace, card_id=CARD)
+    _, state = run_on(state, bind(**command_fields(), trace_id="PR-1"), request(500, auth="a1"),
+                      cleared("a1", 200, final=False), bind(**command_fields(), trace_id="PR-2"))  # fmt: skip
+    events, _ = run_on(state.evolve(decisions={}), refund(100, auth="a1"))
+    [moved] = [e for e in events if isinstance(e, MoneyMoved)]
+    assert (moved.trace_id, moved.spent_minor) == ("PR-1", -100)
