@@ -360,7 +360,8 @@ class Answering:
             # The request may have landed all the same (an ack lost with the connection): if it is
             # approved, its hold is released like a late approval's (owed until published).
             answer = await self._record(ask, card, _declined(ReasonCode.SYSTEM_UNAVAILABLE), expiry_owed=True)
-            self._later(self._expire_owed(ask, request))
+            if answer.answered_by == "gateway":  # not an approval another attempt recorded meanwhile
+                self._later(self._expire_owed(ask, request))
             return answer
         for stage, begun, ended in zip(_STAGES, [started, *marks[:-1]], marks, strict=True):
             STAGE_SECONDS.labels(stage).observe(ended - begun)

@@ -92,6 +92,46 @@ async def test_a_request_whose_publish_failed_is_declined_and_expired() -> None:
     assert [q.split(" WHERE")[0] for q in pool.executed] == ["UPDATE gateway.answers SET expiry_owed_since = NULL"]
 
 
+class _ApprovedMeanwhile(_Pool):
+    """Another gateway instance recorded the authorizer's approval between this attempt's lookup and
+    its own record: the insert finds the key taken, and the lookup after it finds the approval.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        self.looked_up += 1
+        if self.looked_up == 1:
+            return await super().fetch(query, *args)
+        return [
+            {"issuer_authorization_id": args[1], "approved": True, "reason": "approved", "answered_by": "authorizer"}
+        ]
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002
+        return None  # ON CONFLICT DO NOTHING: the key was taken
+
+
+async def test_a_failed_publish_does_not_expire_an_approval_recorded_meanwhile() -> None:
+    """The answer is the approval on record, and no expiry is published: it would release the hold
+    of an authorization the issuer was told approved.
+    """
+    broker = _Broker()
+    answering = Answering(
+        broker=broker,  # type: ignore[arg-type]
+        pool=_ApprovedMeanwhile(),
+        directory=_Directory(),  # type: ignore[arg-type]
+        waiter=_Waiter(),  # type: ignore[arg-type]
+        topic_prefix="t",
+        deadline=timedelta(seconds=2),
+    )
+    ask = Ask(Issuer.STRIPE, "iauth_raced", "tok", usd(500), usd(500), MERCHANT)
+    answer = await answering.authorize(ask)
+    await answering.close(timeout_s=5)
+    assert ((answer.approved, answer.answered_by), broker.published) == ((True, "authorizer"), [])
+
+
 class _FlakyBroker(_Broker):
     """Publishes requests; refuses the first `refusals` expiries (Kafka away for a moment)."""
 
