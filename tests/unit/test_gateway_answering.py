@@ -61,20 +61,25 @@ class _Waiter:
         return asyncio.get_running_loop().create_future()
 
 
+def _answering(broker: _Broker, pool: _Pool, deadline: timedelta) -> Answering:
+    """The gateway's answering over these fakes: a known card, a decision that never comes."""
+    return Answering(
+        broker=broker,  # type: ignore[arg-type]
+        pool=pool,
+        directory=_Directory(),  # type: ignore[arg-type]
+        waiter=_Waiter(),  # type: ignore[arg-type]
+        topic_prefix="t",
+        deadline=deadline,
+    )
+
+
 async def test_a_request_whose_publish_failed_is_declined_and_expired() -> None:
     """Declined `system_unavailable`; and since the request may have landed all the same, its
     expiry is owed with the answer's record and published, so an approval of it would have its
     hold released.
     """
     broker, pool = _Broker(), _Pool()
-    answering = Answering(
-        broker=broker,  # type: ignore[arg-type]
-        pool=pool,
-        directory=_Directory(),  # type: ignore[arg-type]
-        waiter=_Waiter(),  # type: ignore[arg-type]
-        topic_prefix="t",
-        deadline=timedelta(seconds=2),
-    )
+    answering = _answering(broker, pool, timedelta(seconds=2))
     ask = Ask(Issuer.STRIPE, "iauth_lost_ack", "tok", usd(500), usd(500), MERCHANT)
     answer = await answering.authorize(ask)
     await answering.close(timeout_s=5)
@@ -118,14 +123,7 @@ async def test_a_failed_publish_does_not_expire_an_approval_recorded_meanwhile()
     of an authorization the issuer was told approved.
     """
     broker = _Broker()
-    answering = Answering(
-        broker=broker,  # type: ignore[arg-type]
-        pool=_ApprovedMeanwhile(),
-        directory=_Directory(),  # type: ignore[arg-type]
-        waiter=_Waiter(),  # type: ignore[arg-type]
-        topic_prefix="t",
-        deadline=timedelta(seconds=2),
-    )
+    answering = _answering(broker, _ApprovedMeanwhile(), timedelta(seconds=2))
     ask = Ask(Issuer.STRIPE, "iauth_raced", "tok", usd(500), usd(500), MERCHANT)
     answer = await answering.authorize(ask)
     await answering.close(timeout_s=5)
@@ -167,14 +165,7 @@ async def test_an_expiry_that_cannot_be_recorded_is_published_again_until_kafka_
         sleeps.append(seconds)
 
     broker = _FlakyBroker(refusals=2)
-    answering = Answering(
-        broker=broker,  # type: ignore[arg-type]
-        pool=_PoolAway(),
-        directory=_Directory(),  # type: ignore[arg-type]
-        waiter=_Waiter(),  # type: ignore[arg-type]  # no decision ever comes
-        topic_prefix="t",
-        deadline=timedelta(milliseconds=100),
-    )
+    answering = _answering(broker, _PoolAway(), timedelta(milliseconds=100))
     ask = Ask(Issuer.STRIPE, "iauth_pg_and_kafka_away", "tok", usd(500), usd(500), MERCHANT)
     answer = await answering.authorize(ask)
     monkeypatch.setattr("services.gateway.answering.asyncio.sleep", no_wait)
