@@ -529,11 +529,13 @@ class Authorizer:
 
     def _decisions_to_recall(self, messages: list[Inbound], states: dict[str, WalletState]) -> dict[str, str]:
         """A refund, or a capture whose hold is gone, is counted against the trace (and at the
-        exchange) of the authorization's decision, which the wallet remembers only if this instance
-        made it since loading the wallet. Otherwise (a restart, a rebalance, an eviction, a decision
-        older than the memory) it is read from Postgres into the wallet's memory first: the money
-        then lands on the same trace whichever instance applies the event, and on a replay. These
-        are the authorization ids to read, with their wallets.
+        exchange) of the authorization's decision; so is a reversal, capture or refund, hold or not,
+        in a currency the rate table can no longer convert (`_scaled_by_its_decision`). The wallet
+        remembers that decision only if this instance made it since loading the wallet. Otherwise
+        (a restart, a rebalance, an eviction, a decision older than the memory) it is read from
+        Postgres into the wallet's memory first: the money then lands on the same trace, at the same
+        exchange, whichever instance applies the event, and on a replay. These are the authorization
+        ids to read, with their wallets.
         """
         wanted: dict[str, str] = {}
         for message in messages:
@@ -543,9 +545,10 @@ class Authorizer:
             authorization_id = message.issuer_authorization_id
             if state is None or authorization_id in state.decisions:
                 continue  # nothing to count against, or remembered
-            if authorization_id in state.holds and not self._scaled_by_its_decision(message, state):
+            held = authorization_id in state.holds
+            if held and not self._scaled_by_its_decision(message, state):
                 continue  # the hold says it all
-            if isinstance(message, AuthorizationReversed) and authorization_id not in state.holds:
+            if not held and isinstance(message, AuthorizationReversed):
                 continue  # nothing held to release
             wanted[authorization_id] = message.wallet_id
         return wanted

@@ -193,7 +193,7 @@ class GatewayApp(FastAPI):
             if webhooks is not None and scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
-        if endpoint is None:
+        if webhooks is None or endpoint is None:
             await super().__call__(scope, receive, send)
             return
         body, more = b"", True
@@ -203,7 +203,7 @@ class GatewayApp(FastAPI):
                 return  # the issuer gave up before sending the body: nothing was read, nothing to answer
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        reply = await webhooks.process(endpoint, Headers(scope=scope), body)  # type: ignore[union-attr]
+        reply = await webhooks.process(endpoint, Headers(scope=scope), body)
         await _send(reply, send)
 
 
