@@ -1,5 +1,5 @@
 """`make bench`: runs every benchmark module under bench/ (authorizer, ledger, webhook), each writing
-bench/results/<name>.json. `BENCH_PROFILE=1` adds a py-spy profile of the authorizer and of the
+bench/results/<name>.json. `BENCH_PROFILE=1` adds a CPU-time profile of the authorizer and of the
 gateway (bench/results/*-profile.txt, not committed).
 """
 

@@ -25,14 +25,12 @@ from services.platform.settings import Settings
 
 
 def service_command(module: str, profile: Path | None = None) -> list[str]:
-    """`python -m <module>`; with `profile`, under py-spy (a dev dependency), which writes the
-    process's folded stacks there when it ends.
+    """`python -m <module>`; with `profile`, under the bench's CPU-time sampler, which writes the
+    process's folded stacks there when it ends (bench/_profiled.py).
     """
-    command = [sys.executable, "-m", module]
     if profile is None:
-        return command
-    profiler = Path(sys.executable).with_name("py-spy")
-    return [str(profiler), "record", "--format", "raw", "--rate", "250", "--output", str(profile), "--", *command]
+        return [sys.executable, "-m", module]
+    return [sys.executable, "-m", "bench._profiled", str(profile), module]
 
 
 def worker_command(kind: str, source: str, sink: str) -> list[str]:
@@ -80,11 +78,7 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[Runn
         try:
             yield running
         finally:
-            if command[0].endswith("py-spy"):
-                # The profiler writes its output once the profiled process ends: stop that one.
-                subprocess.run(["pkill", "-TERM", "-P", str(process.pid)], check=False)  # noqa: S603, S607 - procps, fixed arguments
-            else:
-                process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
             process.wait(timeout=180)  # an overloaded gateway has expiries to publish before it stops
             output.seek(0)
             running.lines += output.read().decode(errors="replace").splitlines()
@@ -92,7 +86,7 @@ def process(command: list[str], settings: Settings, **env: str) -> Iterator[Runn
 
 def cpu_seconds(systems: dict[str, Running]) -> dict[tuple[str, int], float]:
     """CPU seconds (user + kernel) each live process has used so far, by role and process id, from
-    /proc: each system under test (with its descendants, a profiler's child say) under its name,
+    /proc: each system under test (with its descendants, if any) under its name,
     Postgres's under "postgres", the broker's under "kafka", the load generator's (this process,
     or vegeta) under "driver"; waited-for children (vegeta, once ended) under ("driver", 0).
 

@@ -228,7 +228,7 @@ async def _measure() -> dict[str, Any]:
             drive = partial(_drive, settings, bench_in, bench_out, system=system)
             await drive(_requests(WARM_UP, "nw"), None)
             results["naive"] = await drive(_requests(REQUESTS // 8, "n"), None)
-        # With BENCH_PROFILE, a sampling profile of the authorizer process only.
+        # With BENCH_PROFILE, a CPU-time profile of the authorizer process only (bench/_profiled.py).
         with process(
             service_command("services.authorizer", PROFILE), settings, PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0"
         ) as system:
