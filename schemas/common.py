@@ -85,6 +85,7 @@ class ReasonCode(StrEnum):
     WALLET_ROLLING_24H_CAP = "wallet_rolling_24h_cap"
     WALLET_MONTHLY_CAP = "wallet_monthly_cap"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    INCREMENT_NOT_SUPPORTED = "increment_not_supported"
     INVALID_REQUEST = "invalid_request"
     SYSTEM_UNAVAILABLE = "system_unavailable"
 

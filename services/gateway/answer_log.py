@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import asyncpg
 
@@ -46,13 +47,29 @@ SELECT issuer, issuer_authorization_id, approved, reason FROM gateway.answers
 # (on a table that was empty when first planned), and `unnest` planned every execution anew
 # (80-140 us of Postgres CPU per query against 40 for one point SELECT; measured, decision 0006).
 LOOKUP_KEYS = 8
-_COLUMNS_FOUND = "SELECT issuer_authorization_id, approved, reason, answered_by FROM gateway.answers"
+_COLUMNS_FOUND = (
+    "SELECT issuer_authorization_id, approved, reason, answered_by, card_token, amount_minor, currency"
+    " FROM gateway.answers"
+)
 _LOOKUP_ONE = f"{_COLUMNS_FOUND} WHERE issuer = $1 AND issuer_authorization_id = $2"
 _LOOKUP = "\nUNION ALL ".join(
     f"{_COLUMNS_FOUND} WHERE issuer = $1 AND issuer_authorization_id = ${n}" for n in range(2, LOOKUP_KEYS + 2)
 )
-# What a lookup finds: approved, reason, answered by.
-Recorded = tuple[bool, str, str]
+
+
+class Recorded(NamedTuple):
+    """What a lookup finds: the answer, and the request it answered (a retry asks the same again;
+    an issuer reusing the id for another request does not).
+    """
+
+    approved: bool
+    reason: str
+    answered_by: str
+    card_token: str
+    amount_minor: int
+    currency: str
+
+
 MAX_GROUP = 1_000
 MAX_WAITING = 100_000  # past this (Postgres away for long), the oldest rows are given up, logged
 RETRY_PAUSE_S = 0.5
@@ -189,7 +206,7 @@ class AnswerLookups:
             *(self._pool.fetch(_LOOKUP if len(ids) > 1 else _LOOKUP_ONE, issuer, *ids) for issuer, ids in queries)
         )
         return {
-            (issuer, row["issuer_authorization_id"]): (row["approved"], row["reason"], row["answered_by"])
+            (issuer, row["issuer_authorization_id"]): Recorded(*(row[column] for column in Recorded._fields))
             for (issuer, _), rows in zip(queries, results, strict=True)
             for row in rows
         }

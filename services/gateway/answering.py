@@ -88,6 +88,17 @@ def _row(ask: Ask, card: CardRef | None, answer: Answer) -> AnswerRow:
     )  # fmt: skip
 
 
+def _reused(ask: Ask, first: str) -> Answer:
+    """Declined, not recorded: this request reuses the id of an earlier, different one (`first`).
+    A retry asks the same again; giving this one the earlier answer would approve an amount, or a
+    card, nobody checked. The earlier request keeps its answer and its id.
+    """
+    _log.warning("authorization_id_reused", issuer=ask.issuer.value, authorization_id=ask.issuer_authorization_id,
+                 amount_minor=ask.amount.amount_minor, currency=ask.amount.currency, card_token=ask.card_token,
+                 first=first)  # fmt: skip
+    return _declined(ReasonCode.INVALID_REQUEST)
+
+
 def _expiry(issuer: Issuer, authorization_id: str, wallet_id: str, card_id: str, now: datetime) -> AuthorizationExpired:
     """The gateway's expiry of an authorization it declined itself (its id derived, so repeats apply once)."""
     return AuthorizationExpired(
@@ -315,7 +326,7 @@ class Answering:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 _log.warning("owed_expiries_unread", error=str(error)[:300])
 
-    async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:
+    async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:  # noqa: PLR0911 - one return per outcome
         started, now = time.perf_counter(), self._clock()
         earlier = await self._recorded(ask)
         if earlier is not None:
@@ -323,6 +334,12 @@ class Answering:
         card = attempt.card = await self._directory.find(ask.issuer, ask.card_token)
         if card is None:
             return await self._record(ask, None, _declined(ReasonCode.CARD_NOT_FOUND))
+        if ask.increment_of is not None:
+            # Not asked of the authorizer, which holds one amount per authorization (decision 0006):
+            # declined here, so no cap is passed by an increment it never saw.
+            _log.warning("increment_declined", authorization_id=ask.increment_of, wallet_id=card.wallet_id,
+                         amount_minor=ask.amount.amount_minor)  # fmt: skip
+            return await self._record(ask, card, _declined(ReasonCode.INCREMENT_NOT_SUPPORTED))
         request = AuthorizationRequested(
             event_id=issuer_event_id(ask.issuer, "request", ask.issuer_authorization_id),
             wallet_id=card.wallet_id,
@@ -375,6 +392,9 @@ class Answering:
         declined = self._declined_here(ask)
         if declined is not None:
             return declined
+        if decision.card_id != card.card_id or decision.amount != ask.amount:
+            # The authorizer repeats its first decision for an id: that of another request.
+            return _reused(ask, f"{decision.amount} on card {decision.card_id}")
         answer = Answer(decision.approved, decision.reason, "authorizer", decision)
         self._answer_log.keep(_row(ask, card, answer))
         return answer
@@ -394,7 +414,15 @@ class Answering:
 
     async def _recorded(self, ask: Ask) -> Answer | None:
         row = await self._lookups.find(ask.issuer.value, ask.issuer_authorization_id)
-        return None if row is None else Answer(row[0], ReasonCode(row[1]), row[2])
+        if row is None:
+            return None
+        if (row.card_token, row.amount_minor, row.currency) != (
+            ask.card_token,
+            ask.amount.amount_minor,
+            ask.amount.currency,
+        ):
+            return _reused(ask, f"{row.amount_minor} {row.currency} on card token {row.card_token}")
+        return Answer(row.approved, ReasonCode(row.reason), row.answered_by)
 
     async def _record(
         self, ask: Ask, card: CardRef | None, answer: Answer, *, overwrite: bool = False, expiry_owed: bool = False

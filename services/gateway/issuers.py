@@ -49,6 +49,8 @@ class Ask:
     amount: Money
     merchant_amount: Money
     merchant: Merchant
+    # An incremental authorization: more to hold on this earlier authorization (see read_stripe).
+    increment_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class _StripeAuthorization(_In):
     amount: StrictInt = 0
     currency: str = "usd"
     pending_request: _StripePendingRequest | None = None
+    request_history: list[object] = []
     merchant_data: _StripeMerchantData
 
 
@@ -163,13 +166,20 @@ def read_stripe(body: bytes) -> Ask | Notice | Ignored:
         pending = auth.pending_request
         if pending is None:
             raise WebhookInvalid("data.object.pending_request: required for issuing_authorization.request")
+        # An incremental authorization (a hotel adding a night) asks again on the same authorization:
+        # `amount` holds what was approved so far, `request_history` the earlier requests, and
+        # `pending_request` only the increment. It is not a retry of the first request, so it must
+        # not get that request's answer: it has an id of its own (one per event: a redelivered event
+        # is a retry) and names the authorization it would grow.
+        increment = auth.amount > 0 or bool(auth.request_history)
         return Ask(
             issuer=Issuer.STRIPE,
-            issuer_authorization_id=auth.id,
+            issuer_authorization_id=f"{auth.id}:{event.id}" if increment else auth.id,
             card_token=auth.card.id,
             amount=_money(pending.amount, pending.currency),
             merchant_amount=_money(pending.merchant_amount, pending.merchant_currency),
             merchant=_stripe_merchant(auth.merchant_data),
+            increment_of=auth.id if increment else None,
         )
     if event.type == "issuing_authorization.updated":
         return _stripe_authorization_update(event)
@@ -300,7 +310,9 @@ _LITHIC_RESULTS: dict[ReasonCode, str] = {
         "VELOCITY_EXCEEDED",
     ),
     **dict.fromkeys(
-        (ReasonCode.DEADLINE_EXCEEDED, ReasonCode.INVALID_REQUEST, ReasonCode.SYSTEM_UNAVAILABLE), "CARD_PAUSED"
+        (ReasonCode.DEADLINE_EXCEEDED, ReasonCode.INCREMENT_NOT_SUPPORTED, ReasonCode.INVALID_REQUEST,
+         ReasonCode.SYSTEM_UNAVAILABLE),
+        "CARD_PAUSED",
     ),
 }  # fmt: skip
 

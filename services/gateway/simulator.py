@@ -90,6 +90,24 @@ def stripe_authorization_request(
     )
 
 
+def stripe_incremental_request(
+    authorization_id: str, card_token: str, increment_minor: int, approved_minor: int, currency: str = "usd"
+) -> dict[str, Any]:
+    """An `issuing_authorization.request` for an increment of an approved authorization, as Stripe
+    sends it: the same authorization, `amount` the total approved so far, the earlier request in
+    `request_history`, and the increment in `pending_request`.
+    """
+    event = stripe_authorization_request(authorization_id, card_token, increment_minor, currency)
+    authorization = event["data"]["object"]
+    authorization |= {"amount": approved_minor, "approved": True}
+    authorization["request_history"] = [
+        {"amount": approved_minor, "currency": currency, "merchant_amount": approved_minor,
+         "merchant_currency": currency, "approved": True, "reason": "webhook_approved",
+         "created": event["created"]},
+    ]  # fmt: skip
+    return event
+
+
 def stripe_capture(
     transaction_id: str, card_token: str, amount_minor: int, authorization_id: str | None, currency: str = "usd"
 ) -> dict[str, Any]:

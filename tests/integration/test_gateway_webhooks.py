@@ -32,6 +32,7 @@ from services.gateway.simulator import (
     sign_generic,
     stripe_authorization_request,
     stripe_capture,
+    stripe_incremental_request,
     stripe_reversal,
 )
 from services.platform.kafka import Publisher, create_broker
@@ -163,6 +164,47 @@ async def test_a_retried_webhook_gets_the_same_answer(
         await asyncio.sleep(0.05)
     assert row is not None
     assert tuple(row) == (True, "approved", "authorizer")
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_an_increment_or_a_reused_id_never_gets_an_earlier_approval(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
+) -> None:
+    """$6 approved on the $10 card. Stripe then asks to increment that authorization by $5 (a hotel's
+    extra night): not a retry of the $6, so not its approval: declined `increment_not_supported`,
+    never asked of the authorizer. The issuer reusing the $6's id for $9: declined `invalid_request`.
+    The $6's own retry is still approved, and the card still holds $6, not $11 or $15: $4 more is
+    approved, and then nothing.
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    first = sign_for_stripe(stripe_authorization_request("iauth_h", TOKEN, 600), STRIPE_SECRET)
+    increment = stripe_incremental_request("iauth_h", TOKEN, 500, approved_minor=600)
+    answers = [
+        (await _post(gateway, first)).json(),
+        (await _post(gateway, sign_for_stripe(increment, STRIPE_SECRET))).json(),
+        await _stripe_ask(gateway, "iauth_h", 900),
+        (await _post(gateway, first)).json(),
+        await _stripe_ask(gateway, "iauth_n", 400),
+        await _stripe_ask(gateway, "iauth_o", 1),
+    ]
+    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [
+        (True, "approved"),
+        (False, "increment_not_supported"),
+        (False, "invalid_request"),
+        (True, "approved"),
+        (True, "approved"),
+        (False, "card_funds_insufficient"),
+    ]
+    decided = await pool.fetch(
+        "SELECT issuer_authorization_id FROM authorizer.decisions WHERE wallet_id = $1 ORDER BY 1", WALLET
+    )
+    assert [row[0] for row in decided] == ["iauth_h", "iauth_n", "iauth_o"]
+    recorded = await pool.fetchrow(
+        "SELECT approved, reason, answered_by, amount_minor FROM gateway.answers WHERE issuer_authorization_id = $1",
+        f"iauth_h:{increment['id']}",
+    )
+    assert recorded is not None
+    assert tuple(recorded) == (False, "increment_not_supported", "gateway", 500)
 
 
 @pytest.mark.usefixtures("authorizer")
@@ -386,4 +428,5 @@ async def test_recorded_answers_are_found_in_groups_on_postgres(pool: asyncpg.Po
     found = await asyncio.gather(*(lookups.find(*key) for key in asked), lookups.find(*asked[0]))
     expected = [("deadline_exceeded" if key in answered else None) for key in [*asked, asked[0]]]
     assert [None if row is None else row[1] for row in found] == expected
-    assert await lookups.find(Issuer.STRIPE.value, "iauth_g2") == (False, "deadline_exceeded", "gateway")
+    assert await lookups.find(Issuer.STRIPE.value, "iauth_g2") == (False, "deadline_exceeded", "gateway", "tok", 100,
+                                                                    "USD")  # fmt: skip

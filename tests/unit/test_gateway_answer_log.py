@@ -12,7 +12,12 @@ import pytest
 import structlog
 
 from services.gateway import answer_log
-from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow
+from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow, Recorded
+
+
+def _found(approved: bool, reason: str) -> Recorded:  # noqa: FBT001 - the answer's flag
+    """What a lookup finds of a row the fake pool holds (answered by the authorizer, 100 USD on "tok")."""
+    return Recorded(approved, reason, "authorizer", "tok", 100, "USD")
 
 
 def _row(authorization_id: str) -> AnswerRow:
@@ -39,7 +44,15 @@ class FakePool:
                 self.failures -= 1
                 raise OSError("connection refused")
             return [
-                {"issuer_authorization_id": a, "approved": v[0], "reason": v[1], "answered_by": "authorizer"}
+                {
+                    "issuer_authorization_id": a,
+                    "approved": v[0],
+                    "reason": v[1],
+                    "answered_by": "authorizer",
+                    "card_token": "tok",
+                    "amount_minor": 100,
+                    "currency": "USD",
+                }
                 for a in columns[1:]
                 if (v := self.recorded.get((columns[0], a))) is not None
             ]
@@ -144,8 +157,8 @@ async def test_lookups_asked_during_a_query_go_together_in_the_next() -> None:
     await asyncio.sleep(0.001)
     pool.gate.set()
     assert await first is None
-    assert await asyncio.gather(*rest) == [(False, "deadline_exceeded", "authorizer"), None,
-                                           (False, "deadline_exceeded", "authorizer")]  # fmt: skip
+    assert await asyncio.gather(*rest) == [_found(False, "deadline_exceeded"), None,
+                                           _found(False, "deadline_exceeded")]  # fmt: skip
     assert pool.lookups == [["a"], ["b", "c"]]
 
 
@@ -155,7 +168,7 @@ async def test_a_group_is_asked_by_issuer_in_lists_of_lookup_keys() -> None:
     pool = FakePool(recorded={("stripe", ids[-1]): (True, "approved"), ("lithic", "a0"): (False, "card_not_found")})
     lookups = AnswerLookups(pool)
     found = await asyncio.gather(*(lookups.find("stripe", a) for a in ids), lookups.find("lithic", "a0"))
-    assert found[-2:] == [(True, "approved", "authorizer"), (False, "card_not_found", "authorizer")]
+    assert found[-2:] == [_found(True, "approved"), _found(False, "card_not_found")]
     assert found[:-2] == [None] * (len(ids) - 1)
     assert pool.lookups == [ids[: answer_log.LOOKUP_KEYS], ids[answer_log.LOOKUP_KEYS :], ["a0"]]
 
@@ -167,7 +180,7 @@ async def test_a_failed_lookup_fails_its_group_and_the_next_one_asks_again() -> 
     lookups = AnswerLookups(pool)
     results = await asyncio.gather(lookups.find("stripe", "a"), lookups.find("stripe", "b"), return_exceptions=True)
     assert [type(result) for result in results] == [OSError, OSError]
-    assert await lookups.find("stripe", "a") == (True, "approved", "authorizer")
+    assert await lookups.find("stripe", "a") == _found(True, "approved")
 
 
 async def test_a_cancelled_lookup_leaves_the_others_of_its_group_their_answer() -> None:
@@ -180,5 +193,5 @@ async def test_a_cancelled_lookup_leaves_the_others_of_its_group_their_answer() 
     await asyncio.sleep(0.001)
     cancelled.cancel()
     pool.gate.set()
-    assert await kept == (True, "approved", "authorizer")
+    assert await kept == _found(True, "approved")
     assert cancelled.cancelled()

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from schemas.authorizations import AuthorizationDecided
 from schemas.common import Issuer, ReasonCode
 from schemas.registry import parse
 from schemas.topics import Topic, topic_name
 from services.gateway.answering import Answering
 from services.gateway.directory import CardRef
 from services.gateway.issuers import Ask
-from tests.support.builders import MERCHANT, usd
+from tests.support.builders import CARD, MERCHANT, WALLET, request, run, usd, wallet
 
 
 class _Broker:
@@ -111,8 +112,9 @@ class _ApprovedMeanwhile(_Pool):
         if self.looked_up == 1:
             return await super().fetch(query, *args)
         return [
-            {"issuer_authorization_id": args[1], "approved": True, "reason": "approved", "answered_by": "authorizer"}
-        ]
+            {"issuer_authorization_id": args[1], "approved": True, "reason": "approved", "answered_by": "authorizer",
+             "card_token": "tok", "amount_minor": 500, "currency": "USD"}
+        ]  # fmt: skip
 
     async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002
         return None  # ON CONFLICT DO NOTHING: the key was taken
@@ -175,3 +177,124 @@ async def test_an_expiry_that_cannot_be_recorded_is_published_again_until_kafka_
         ("authorization_expired", "iauth_pg_and_kafka_away")
     ]
     assert sleeps == [0.5]  # refused once after the deadline, once by the first retry
+
+
+# ───────────────────────── increments and reused ids (decision 0006) ─────────────────────────
+
+
+class _Accepting(_Broker):
+    """Takes every message, requests included; keeps the topics it was given."""
+
+    async def publish(self, payload: bytes, *, topic: str, key: bytes) -> None:  # noqa: ARG002
+        self.published.append((topic, payload))
+
+
+class _Recorded(_Pool):
+    """An answer on record for `recorded` (approved, 600 USD on card token "tok"); keeps every query."""
+
+    def __init__(self, recorded: str | None = None) -> None:
+        super().__init__()
+        self.recorded = recorded
+        self.queries: list[str] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        self.queries.append(query)
+        if not query.lstrip().startswith("SELECT") or self.recorded not in args:
+            return []
+        answer = {"approved": True, "reason": "approved", "answered_by": "authorizer"}
+        return [{"issuer_authorization_id": self.recorded, **answer, "card_token": "tok", "amount_minor": 600,
+                 "currency": "USD"}]  # fmt: skip
+
+
+class _Decided:
+    """The authorizer's answer to any id: `decision` (it repeats its first decision for an id)."""
+
+    def __init__(self, decision: AuthorizationDecided) -> None:
+        self.decision = decision
+
+    def expect(self, key: str) -> asyncio.Future[Any]:  # noqa: ARG002
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(self.decision)
+        return future
+
+
+class _TheCard:
+    async def find(self, issuer: Issuer, token: str) -> CardRef:  # noqa: ARG002
+        return CardRef(wallet_id=WALLET, card_id=CARD)
+
+
+def _asking(broker: _Broker, pool: _Pool, decision: AuthorizationDecided | None = None) -> Answering:
+    """Answering over fakes: card token "tok" is CARD; the authorizer answers `decision`, or never."""
+    return Answering(
+        broker=broker,  # type: ignore[arg-type]
+        pool=pool,
+        directory=_TheCard(),  # type: ignore[arg-type]
+        waiter=_Waiter() if decision is None else _Decided(decision),  # type: ignore[arg-type]
+        topic_prefix="t",
+        deadline=timedelta(seconds=2),
+    )
+
+
+def _approval_of_six_dollars(auth: str) -> AuthorizationDecided:
+    """The authorizer's approval of `auth` for $6.00 on CARD."""
+    events, _ = run(wallet(), request(600, auth=auth))
+    [decision] = [event for event in events if isinstance(event, AuthorizationDecided)]
+    return decision
+
+
+async def test_an_increment_is_declined_without_asking_the_authorizer() -> None:
+    """Stripe's increment of an authorization is not a retry of it: it gets an answer of its own,
+    a decline the gateway records (the authorizer holds one amount per authorization), and nothing
+    is published.
+    """
+    broker, pool = _Accepting(), _Recorded(recorded="iauth_h")
+    answering = _asking(broker, pool)
+    ask = Ask(Issuer.STRIPE, "iauth_h:evt_2", "tok", usd(500), usd(500), MERCHANT, increment_of="iauth_h")
+    answer = await answering.authorize(ask)
+    await answering.close(timeout_s=5)
+    assert (answer.approved, answer.reason, answer.answered_by) == (
+        False,
+        ReasonCode.INCREMENT_NOT_SUPPORTED,
+        "gateway",
+    )
+    assert broker.published == []
+    [row] = pool.inserted
+    assert (row[1], row[5], row[6]) == ("iauth_h:evt_2", False, "increment_not_supported")
+
+
+async def test_a_reused_id_does_not_get_the_answer_on_record() -> None:
+    """An id answered for $6.00, asked again for $9.00: not a retry. Declined `invalid_request`, not
+    recorded (the $6.00 keeps its answer), nothing published; the same $6.00 again gets its approval.
+    """
+    broker, pool = _Accepting(), _Recorded(recorded="iauth_r")
+    answering = _asking(broker, pool)
+    reused = await answering.authorize(Ask(Issuer.STRIPE, "iauth_r", "tok", usd(900), usd(900), MERCHANT))
+    retried = await answering.authorize(Ask(Issuer.STRIPE, "iauth_r", "tok", usd(600), usd(600), MERCHANT))
+    await answering.close(timeout_s=5)
+    assert [(a.approved, a.reason) for a in (reused, retried)] == [
+        (False, ReasonCode.INVALID_REQUEST),
+        (True, ReasonCode.APPROVED),
+    ]
+    assert (broker.published, pool.inserted) == ([], [])
+
+
+async def test_a_reused_id_does_not_get_the_authorizers_first_decision() -> None:
+    """No answer on record yet, and the authorizer repeats its first decision for the id, which was
+    for $6.00: the $9.00 request is declined `invalid_request` and that decline is not kept; the
+    $6.00 request gets the approval, which is kept.
+    """
+    decision = _approval_of_six_dollars("iauth_d")
+    broker, pool = _Accepting(), _Recorded()
+    answering = _asking(broker, pool, decision)
+    reused = await answering.authorize(Ask(Issuer.STRIPE, "iauth_d", "tok", usd(900), usd(900), MERCHANT))
+    await answering.close(timeout_s=5)
+    kept_before = [query for query in pool.queries if "INSERT" in query]
+    answering = _asking(broker, pool, decision)
+    genuine = await answering.authorize(Ask(Issuer.STRIPE, "iauth_d", "tok", usd(600), usd(600), MERCHANT))
+    await answering.close(timeout_s=5)
+    assert [(a.approved, a.reason) for a in (reused, genuine)] == [
+        (False, ReasonCode.INVALID_REQUEST),
+        (True, ReasonCode.APPROVED),
+    ]
+    assert kept_before == []
+    assert len([query for query in pool.queries if "INSERT" in query]) == 1

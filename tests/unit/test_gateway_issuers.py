@@ -25,6 +25,7 @@ from services.gateway.simulator import (
     lithic_asa,
     stripe_authorization_request,
     stripe_capture,
+    stripe_incremental_request,
     stripe_reversal,
 )
 
@@ -44,6 +45,27 @@ def test_a_stripe_authorization_request_reads_amounts_merchant_and_card() -> Non
         Money.of(1_250, "USD"),
         "5734",
     )
+
+
+def test_a_stripe_increment_is_an_ask_of_its_own_naming_the_authorization_it_grows() -> None:
+    """Stripe asks again on an approved authorization for an increment (its `amount` is what was
+    approved so far, `request_history` the earlier request): the ask has its own id, one per event,
+    and names the authorization; a retry of the first request keeps the first request's id.
+    """
+    first = read_stripe(_body(stripe_authorization_request("iauth_h", "ic_1", 6_000)))
+    event = stripe_incremental_request("iauth_h", "ic_1", 2_500, approved_minor=6_000)
+    increment = read_stripe(_body(event))
+    history_only = read_stripe(_body(event | {"data": {"object": event["data"]["object"] | {"amount": 0}}}))
+    assert isinstance(first, Ask)
+    assert isinstance(increment, Ask)
+    assert isinstance(history_only, Ask)
+    assert (first.issuer_authorization_id, first.increment_of) == ("iauth_h", None)
+    assert (increment.issuer_authorization_id, increment.increment_of, increment.amount) == (
+        f"iauth_h:{event['id']}",
+        "iauth_h",
+        Money.of(2_500, "USD"),
+    )
+    assert history_only.increment_of == "iauth_h"
 
 
 def test_stripe_lifecycle_events_become_our_contracts() -> None:
@@ -105,7 +127,7 @@ def test_lithic_asa_reads_and_answers_in_lithics_words() -> None:
     )
     assert [lithic_answer("tok_1", reason)["result"] for reason in ReasonCode] == [
         "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 4, "INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS",
-        *["VELOCITY_EXCEEDED"] * 5, *["CARD_PAUSED"] * 3,
+        *["VELOCITY_EXCEEDED"] * 5, *["CARD_PAUSED"] * 4,
     ]  # fmt: skip
 
 
