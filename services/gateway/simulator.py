@@ -129,6 +129,30 @@ def stripe_capture(
     )
 
 
+def stripe_refund(
+    transaction_id: str, card_token: str, amount_minor: int, authorization_id: str | None, *, reversed_: bool = False
+) -> dict[str, Any]:
+    """An `issuing_transaction.created` refund: money back to the card (positive), or, `reversed_`, a
+    refund reversed (Stripe's "refund with a negative amount": the merchant takes it back).
+    """
+    sign = -1 if reversed_ else 1
+    return _stripe_event(
+        "issuing_transaction.created",
+        {
+            "id": transaction_id,
+            "object": "issuing.transaction",
+            "type": "refund",
+            "amount": sign * amount_minor,
+            "currency": "usd",
+            "merchant_amount": sign * amount_minor,
+            "merchant_currency": "usd",
+            "authorization": authorization_id,
+            "card": card_token,
+            "merchant_data": _stripe_merchant(MERCHANT),
+        },
+    )
+
+
 def stripe_reversal(authorization_id: str, card_token: str, held_minor: int, currency: str = "usd") -> dict[str, Any]:
     """An `issuing_authorization.updated` to status reversed (the whole hold released)."""
     return _stripe_event(

@@ -33,6 +33,7 @@ from services.gateway.simulator import (
     stripe_authorization_request,
     stripe_capture,
     stripe_incremental_request,
+    stripe_refund,
     stripe_reversal,
 )
 from services.platform.kafka import Publisher, create_broker
@@ -205,6 +206,29 @@ async def test_an_increment_or_a_reused_id_never_gets_an_earlier_approval(
     )
     assert recorded is not None
     assert tuple(recorded) == (False, "increment_not_supported", "gateway", 500)
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_a_refund_reversed_is_spent_again(gateway: httpx.AsyncClient, settings_for_gateway: Settings) -> None:
+    """$6 approved and captured on the $10 card, refunded, then the refund reversed (Stripe: a refund
+    with a negative amount): the $6 is spent again, so $4 more is approved and $0.01 after it is not.
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    assert (await _stripe_ask(gateway, "iauth_f", 600))["approved"] is True
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
+        for event in (
+            stripe_capture("ipi_f1", TOKEN, 600, "iauth_f"),
+            stripe_refund("ipi_f2", TOKEN, 600, "iauth_f"),
+            stripe_refund("ipi_f3", TOKEN, 600, "iauth_f", reversed_=True),
+        ):
+            response = await _post(gateway, sign_for_stripe(event, STRIPE_SECRET))
+            assert response.status_code == 200, response.text
+        await lifecycle.wait_for(lambda items: len(items) >= 3)
+    answers = [await _stripe_ask(gateway, "iauth_g", 400), await _stripe_ask(gateway, "iauth_h", 1)]
+    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+        (True, "approved"),
+        (False, "card_funds_insufficient"),
+    ]
 
 
 @pytest.mark.usefixtures("authorizer")

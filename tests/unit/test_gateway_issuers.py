@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas.common import Issuer, ReasonCode
-from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted
+from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted, RefundPosted
 from schemas.money import Money
 from services.gateway.issuers import (
     Ask,
@@ -26,6 +26,7 @@ from services.gateway.simulator import (
     stripe_authorization_request,
     stripe_capture,
     stripe_incremental_request,
+    stripe_refund,
     stripe_reversal,
 )
 
@@ -66,6 +67,20 @@ def test_a_stripe_increment_is_an_ask_of_its_own_naming_the_authorization_it_gro
         Money.of(2_500, "USD"),
     )
     assert history_only.increment_of == "iauth_h"
+
+
+def test_a_stripe_refund_reversed_is_spend_not_another_refund() -> None:
+    """A refund's amount is positive; a refund with a negative amount is that refund reversed (the
+    merchant takes the money back): spend we were not asked about, like a force capture.
+    """
+    refunded = read_stripe(_body(stripe_refund("ipi_r1", "ic_1", 600, "iauth_1")))
+    taken_back = read_stripe(_body(stripe_refund("ipi_r2", "ic_1", 600, "iauth_1", reversed_=True)))
+    assert isinstance(refunded, Notice)
+    assert isinstance(taken_back, Notice)
+    assert [(n.event_type, n.fields["amount"], n.fields["issuer_transaction_id"]) for n in (refunded, taken_back)] == [
+        (RefundPosted, Money.of(600, "USD"), "ipi_r1"),
+        (ForcePosted, Money.of(600, "USD"), "ipi_r2"),
+    ]
 
 
 def test_stripe_lifecycle_events_become_our_contracts() -> None:
