@@ -88,6 +88,11 @@ def _row(ask: Ask, card: CardRef | None, answer: Answer) -> AnswerRow:
     )  # fmt: skip
 
 
+def _asks_otherwise(first: Ask, again: Ask) -> bool:
+    """True when `again` is not a retry of `first`: another card, amount or currency."""
+    return (again.card_token, again.amount) != (first.card_token, first.amount)
+
+
 def _reused(ask: Ask, first: str) -> Answer:
     """Declined, not recorded: this request reuses the id of an earlier, different one (`first`).
     A retry asks the same again; giving this one the earlier answer would approve an amount, or a
@@ -143,6 +148,9 @@ class Answering:
         # Deadline declines given here lately (authorization id → answer, monotonic time): an attempt
         # that joined the same wait and got the decision late must give the same decline.
         self._declines: OrderedDict[str, tuple[Answer, float]] = OrderedDict()
+        # The request each authorization id is being asked for here now (its first attempt's): a
+        # retry asking the same joins it; another request reusing the id is refused (`_reused`).
+        self._asking: dict[tuple[Issuer, str], Ask] = {}
 
     async def authorize(self, ask: Ask) -> Answer:
         """The answer to `ask`, within the deadline whatever happens; the same answer for a retry.
@@ -153,6 +161,8 @@ class Answering:
         """
         started = time.perf_counter()
         attempt = _Attempt()
+        key = (ask.issuer, ask.issuer_authorization_id)
+        self._asking.setdefault(key, ask)
         try:
             answer = await asyncio.wait_for(self._answer(ask, attempt), self._deadline.total_seconds())
         except TimeoutError:
@@ -172,6 +182,9 @@ class Answering:
                 attempt.future.cancel()
             if attempt.request is not None:
                 self._later(self._expire_unrecorded(attempt.request))
+        finally:
+            if self._asking.get(key) is ask:
+                del self._asking[key]
         ANSWER_SECONDS.labels(ask.issuer.value).observe(time.perf_counter() - started)
         ANSWERS.labels(ask.issuer.value, "approved" if answer.approved else "declined", answer.reason.value).inc()
         return answer
@@ -326,8 +339,14 @@ class Answering:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 _log.warning("owed_expiries_unread", error=str(error)[:300])
 
-    async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:  # noqa: PLR0911 - one return per outcome
-        started, now = time.perf_counter(), self._clock()
+    async def _answered_here(self, ask: Ask, attempt: _Attempt) -> Answer | None:
+        """The answer given without asking the authorizer, if any: to another request reusing an id
+        being asked now, a retry of an answered one, an unknown card, an increment. Finds the card
+        (`attempt.card`) for the rest.
+        """
+        asking = self._asking[(ask.issuer, ask.issuer_authorization_id)]
+        if asking is not ask and _asks_otherwise(asking, ask):
+            return _reused(ask, f"{asking.amount} on card token {asking.card_token}, being asked now")
         earlier = await self._recorded(ask)
         if earlier is not None:
             return earlier
@@ -340,6 +359,15 @@ class Answering:
             _log.warning("increment_declined", authorization_id=ask.increment_of, wallet_id=card.wallet_id,
                          amount_minor=ask.amount.amount_minor)  # fmt: skip
             return await self._record(ask, card, _declined(ReasonCode.INCREMENT_NOT_SUPPORTED))
+        return None
+
+    async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:
+        started, now = time.perf_counter(), self._clock()
+        here = await self._answered_here(ask, attempt)
+        if here is not None:
+            return here
+        card = attempt.card
+        assert card is not None  # noqa: S101 - _answered_here found it
         request = AuthorizationRequested(
             event_id=issuer_event_id(ask.issuer, "request", ask.issuer_authorization_id),
             wallet_id=card.wallet_id,

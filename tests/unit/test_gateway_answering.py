@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from schemas.authorizations import AuthorizationDecided
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
 from schemas.registry import parse
 from schemas.topics import Topic, topic_name
@@ -223,7 +223,12 @@ class _TheCard:
         return CardRef(wallet_id=WALLET, card_id=CARD)
 
 
-def _asking(broker: _Broker, pool: _Pool, decision: AuthorizationDecided | None = None) -> Answering:
+def _asking(
+    broker: _Broker,
+    pool: _Pool,
+    decision: AuthorizationDecided | None = None,
+    deadline: timedelta = timedelta(seconds=2),
+) -> Answering:
     """Answering over fakes: card token "tok" is CARD; the authorizer answers `decision`, or never."""
     return Answering(
         broker=broker,  # type: ignore[arg-type]
@@ -231,7 +236,7 @@ def _asking(broker: _Broker, pool: _Pool, decision: AuthorizationDecided | None 
         directory=_TheCard(),  # type: ignore[arg-type]
         waiter=_Waiter() if decision is None else _Decided(decision),  # type: ignore[arg-type]
         topic_prefix="t",
-        deadline=timedelta(seconds=2),
+        deadline=deadline,
     )
 
 
@@ -298,3 +303,26 @@ async def test_a_reused_id_does_not_get_the_authorizers_first_decision() -> None
     ]
     assert kept_before == []
     assert len([query for query in pool.queries if "INSERT" in query]) == 1
+
+
+async def test_a_reused_id_is_refused_while_its_first_request_is_being_asked() -> None:
+    """$6.00 asked and still waiting (the authorizer is slow); the same id for $9.00 meanwhile is
+    declined `invalid_request` at once and publishes nothing (not even an expiry: its deadline would
+    otherwise release the id's hold); a retry of the $6.00 waits with the first and shares its fate.
+    """
+    broker, pool = _Accepting(), _Recorded()
+    answering = _asking(broker, pool, deadline=timedelta(seconds=0.5))
+    first = asyncio.create_task(answering.authorize(Ask(Issuer.STRIPE, "iauth_w", "tok", usd(600), usd(600), MERCHANT)))
+    await asyncio.sleep(0.05)
+    retry = asyncio.create_task(answering.authorize(Ask(Issuer.STRIPE, "iauth_w", "tok", usd(600), usd(600), MERCHANT)))
+    reused = await answering.authorize(Ask(Issuer.STRIPE, "iauth_w", "tok", usd(900), usd(900), MERCHANT))
+    answers = [reused, await first, await retry]
+    await answering.close(timeout_s=5)
+    assert [(a.approved, a.reason) for a in answers] == [
+        (False, ReasonCode.INVALID_REQUEST),
+        (False, ReasonCode.DEADLINE_EXCEEDED),
+        (False, ReasonCode.DEADLINE_EXCEEDED),
+    ]
+    requests = [parse(Topic.AUTH_REQUESTS, payload) for topic, payload in broker.published if "requests" in topic]
+    asked = [request.amount for request in requests if isinstance(request, AuthorizationRequested)]
+    assert asked == [usd(600), usd(600)]  # the first and its retry; nothing for $9.00
