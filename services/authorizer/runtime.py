@@ -201,24 +201,46 @@ class Authorizer:
         )
 
     async def run(self) -> None:
-        """Process batches until cancelled; sweep aged-out holds of idle wallets now and then."""
+        """Process batches until cancelled; sweep aged-out holds of idle wallets now and then, and
+        forget rows past their retention beside the batches rather than between them: deleting a
+        minute's worth of old rows takes long enough to miss an issuer's deadline (decision 0005).
+        """
         last_sweep = self._clock()
-        while True:
-            if self._publish_failed:
-                await self._drain()
-                await self._recover_publishing()
-            await self.process_batch()
-            if self._clock() - last_sweep >= SWEEP_INTERVAL:
-                last_sweep = self._clock()
-                await self.sweep_expired_holds()
+        forgetting: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if self._publish_failed:
+                    await self._drain()
+                    await self._recover_publishing()
+                await self.process_batch()
+                if self._clock() - last_sweep >= SWEEP_INTERVAL:
+                    last_sweep = self._clock()
+                    if forgetting is None or forgetting.done():
+                        forgetting = asyncio.create_task(self.forget_old_rows())
+                    await self.sweep_expired_holds()
+        finally:
+            if forgetting is not None:
+                forgetting.cancel()
+
+    async def forget_old_rows(self) -> None:
+        """Delete postings no window needs and published outbox rows past their retention; if
+        Postgres fails meanwhile, what is left waits for the next sweep.
+        """
+        now = self._clock()
+        try:
+            postings = await self._store.forget_old_postings(now)
+            outbox = await self._store.forget_published(now)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            _log.warning("old_rows_kept", error=_describe(error))
+            return
+        if postings or outbox:
+            _log.info("old_rows_forgotten", postings=postings, outbox=outbox)
 
     async def sweep_expired_holds(self) -> int:
         """Release holds past their expiry on wallets of our partitions, through the usual commit."""
         if not await self._drain():
             return 0
         now = self._clock()
-        await self._store.forget_old_postings(now)
-        await self._store.forget_published(now)
         due = [(self._partition_of(w), w) for w in await self._store.wallets_with_expired_holds(now)]
         wallet_ids = [wallet_id for tp, wallet_id in due if tp in self._epochs]
         if not wallet_ids:

@@ -38,6 +38,8 @@ _SNAPSHOT_FIELDS = tuple(name for name in WalletState.__dataclass_fields__ if na
 _POSTINGS_MARGIN = timedelta(hours=1)
 # Published outbox rows are kept this long (for replays and investigations), then deleted.
 OUTBOX_RETENTION = timedelta(days=2)
+# Rows past their retention are deleted this many per statement.
+FORGET_CHUNK = 5_000
 
 
 # The whole batch in one call (schemas/sql/0009_commit_batch.sql); PSF01: a partition's epoch moved on.
@@ -272,19 +274,41 @@ class Store:
         )  # fmt: skip
         return [row["wallet_id"] for row in rows]
 
-    async def forget_old_postings(self, now: datetime) -> int:
-        """Delete postings no rolling window can need any more; return how many."""
-        result = await self._pool.execute(
-            "DELETE FROM authorizer.postings WHERE at <= $1", now - ROLLING_WINDOW - 2 * _POSTINGS_MARGIN
+    async def forget_old_postings(self, now: datetime, chunk: int = FORGET_CHUNK) -> int:
+        """Delete postings no rolling window can need any more, oldest first, `chunk` rows per
+        statement; return how many.
+        """
+        return await self._delete_in_chunks(
+            """DELETE FROM authorizer.postings WHERE (wallet_id, posting_id) IN (
+                   SELECT wallet_id, posting_id FROM authorizer.postings WHERE at <= $1 ORDER BY at LIMIT $2)""",
+            now - ROLLING_WINDOW - 2 * _POSTINGS_MARGIN,
+            chunk,
         )
-        return int(result.split()[-1])
 
-    async def forget_published(self, now: datetime, keep: timedelta = OUTBOX_RETENTION) -> int:
-        """Delete outbox rows published more than `keep` ago (decisions stay in authorizer.decisions)."""
-        result = await self._pool.execute(
-            "DELETE FROM authorizer.outbox WHERE published_at IS NOT NULL AND published_at < $1", now - keep
+    async def forget_published(
+        self, now: datetime, keep: timedelta = OUTBOX_RETENTION, chunk: int = FORGET_CHUNK
+    ) -> int:
+        """Delete outbox rows published more than `keep` ago (decisions stay in authorizer.decisions),
+        oldest first, `chunk` rows per statement (by `outbox_published_at`, migration 0011); return how many.
+        """
+        return await self._delete_in_chunks(
+            """DELETE FROM authorizer.outbox WHERE outbox_id IN (
+                   SELECT outbox_id FROM authorizer.outbox WHERE published_at < $1 ORDER BY published_at LIMIT $2)""",
+            now - keep,
+            chunk,
         )
-        return int(result.split()[-1])
+
+    async def _delete_in_chunks(self, statement: str, before: datetime, chunk: int) -> int:
+        """Run a chunked DELETE until a chunk comes back short: each statement is short, so it holds
+        few locks and little WAL at a time.
+        """
+        deleted = 0
+        while True:
+            result = await self._pool.execute(statement, before, chunk)
+            count = int(result.split()[-1])
+            deleted += count
+            if count < chunk:
+                return deleted
 
     async def unpublished(self, limit: int = 1_000) -> list[OutboxRow]:
         """Rows committed but not yet published (after a crash between commit and publish)."""

@@ -381,6 +381,33 @@ async def test_past_the_decisions_budget_wallets_are_evicted_and_repeats_answere
     assert authorizer._remembered == 0  # noqa: SLF001 - reloaded; the repeat decided nothing new
 
 
+async def test_old_rows_are_forgotten_beside_the_batches_not_between_them(
+    authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting rows past their retention can take long (the outbox keeps two days of decisions):
+    batches go on being decided meanwhile. Here the deletion never ends, and requests are decided
+    all the same; it is started once, not again at every sweep while it runs.
+    """
+    started = asyncio.Event()
+    starts = 0
+
+    async def never_ends(now: datetime, chunk: int = 0) -> int:  # noqa: ARG001
+        nonlocal starts
+        starts += 1
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    monkeypatch.setattr(authorizer._store, "forget_old_postings", never_ends)  # noqa: SLF001
+    monkeypatch.setattr(runtime, "SWEEP_INTERVAL", timedelta(0))  # a sweep after every batch
+    await _create_wallet(kafka_topics, WalletCaps(rolling_24h=usd(1_000)))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+        await publish(kafka_topics, Topic.AUTH_REQUESTS, _requests(3, 100, "beside-"))
+        items = await decisions.wait_for(lambda items: len(items) >= 3)
+    assert ([d.approved for d in items], starts) == ([True, True, True], 1)
+
+
 @pytest.mark.usefixtures("authorizer")
 async def test_evicted_wallets_are_read_again_with_their_holds(
     authorizer: Authorizer, kafka_topics: Settings, monkeypatch: pytest.MonkeyPatch

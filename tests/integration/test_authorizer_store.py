@@ -103,3 +103,36 @@ async def test_published_outbox_rows_are_forgotten_after_the_retention(pool: asy
     assert await store.forget_published(NOW) == 1
     rows = await pool.fetch("SELECT payload FROM authorizer.outbox ORDER BY outbox_id")
     assert [row["payload"] for row in rows] == ["recent", "unsent"]
+
+
+async def test_old_rows_are_forgotten_in_chunks_by_an_index(pool: asyncpg.Pool) -> None:
+    """Seven old outbox rows and seven old postings go three per statement; the recent ones stay.
+    The outbox's chunks are found through `outbox_published_at` (migration 0011), not by reading the
+    whole outbox, which holds two days of decisions.
+    """
+    store = Store(pool, "group-chunks")
+    old, recent = NOW - timedelta(days=3), NOW - timedelta(hours=1)
+    await pool.executemany(
+        "INSERT INTO authorizer.outbox (topic, message_key, payload, published_at) VALUES ('t', 'w', $1, $2)",
+        [(f"old{n}", old + timedelta(seconds=n)) for n in range(7)] + [("recent", recent)],
+    )
+    await pool.executemany(
+        "INSERT INTO authorizer.postings (wallet_id, posting_id, at, card_id, trace_id, amount_minor)"
+        " VALUES ('w', $1, $2, 'c', NULL, 100)",
+        [(f"p{n}", old + timedelta(seconds=n)) for n in range(7)] + [("kept", recent)],
+    )
+    assert (await store.forget_published(NOW, chunk=3), await store.forget_old_postings(NOW, chunk=3)) == (7, 7)
+    outbox = await pool.fetch("SELECT payload FROM authorizer.outbox ORDER BY outbox_id")
+    postings = await pool.fetch("SELECT posting_id FROM authorizer.postings")
+    assert ([row[0] for row in outbox], [row[0] for row in postings]) == (["recent"], ["kept"])
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in await connection.fetch(
+                "EXPLAIN SELECT outbox_id FROM authorizer.outbox WHERE published_at < $1"
+                " ORDER BY published_at LIMIT 5000",
+                NOW,
+            )
+        )
+    assert "outbox_published_at" in plan
