@@ -345,3 +345,50 @@ async def test_kill_9_of_the_ledger_mid_stream_records_every_decision_once(
         pool, "SELECT count(*) AS postings, count(DISTINCT entry_id) AS entries, sum(amount_minor) AS total, "
         "sum(amount_minor) FILTER (WHERE account = 'held') AS held FROM ledger.postings"
     ) == [{"postings": 2 * count, "entries": count, "total": 0, "held": 100 * (count - count // 3)}]  # fmt: skip
+
+
+async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_filterable(
+    pool: asyncpg.Pool,
+) -> None:
+    """Migration 0012 rewrote ledger.transactions so that a filter on a wallet reaches the tables. On
+    entries of every kind of lifecycle (held, captured in part, reversed, expired, refunded, declined,
+    captured without a decision, force-posted, across two wallets), it gives exactly the rows of
+    migration 0007's definition, as a whole and for one wallet.
+    """
+    now = datetime.now(UTC)
+    entries = [
+        # kind, source_type, wallet, auth, transaction, held, released, spent, approved
+        ("decision", "authorization_decided", W1, "t1", None, 1_000, 0, 0, True),
+        ("money_moved", "authorization_cleared", W1, "t1", "x1", 0, 1_000, 900, None),
+        ("money_moved", "refund_posted", W1, "t1", "x2", 0, 0, -300, None),
+        ("decision", "authorization_decided", W1, "t2", None, 500, 0, 0, True),
+        ("money_moved", "authorization_reversed", W1, "t2", None, 0, 200, 0, None),
+        ("decision", "authorization_decided", W2, "t3", None, 700, 0, 0, True),
+        ("money_moved", "authorization_expired", W2, "t3", None, 0, 700, 0, None),
+        ("decision", "authorization_decided", W2, "t4", None, 0, 0, 0, False),
+        ("money_moved", "authorization_cleared", W2, "t5", "x3", 0, 0, 400, None),
+        ("money_moved", "force_posted", W1, None, "x4", 0, 0, 250, None),
+    ]
+    await pool.executemany(
+        """INSERT INTO ledger.entries (entry_id, kind, source_type, wallet_id, card_id, trace_id, issuer,
+                                       issuer_authorization_id, issuer_transaction_id, merchant_name, currency,
+                                       cap_amount_minor, held_minor, hold_released_minor, spent_minor, approved,
+                                       reason, occurred_at, counted_at)
+           VALUES ($1, $2, $3, $4, 'card_' || $4, 'PR-' || $4, 'stripe', $5, $6, 'Shop', 'USD',
+                   CASE WHEN $2 = 'decision' THEN 1000 END, $7, $8, $9, $10,
+                   CASE WHEN $2 = 'decision' THEN CASE WHEN $10 THEN 'approved' ELSE 'trace_cap' END END, $11, $11)""",
+        [(uuid.uuid4(), kind, source, wallet, auth, tx, held, released, spent, approved, now + timedelta(seconds=n))
+         for n, (kind, source, wallet, auth, tx, held, released, spent, approved) in enumerate(entries)],
+    )  # fmt: skip
+    migration = (Path(__file__).parents[2] / "schemas/sql/0007_ledger.sql").read_text()
+    before = migration.split("CREATE VIEW ledger.transactions AS", 1)[1].split("CREATE VIEW", 1)[0]
+    async with pool.acquire() as connection:
+        await connection.execute(f"CREATE TEMPORARY VIEW transactions_0007 AS {before.strip().rstrip(';')}")
+        for where in ("", f" WHERE wallet_id = '{W2}'"):
+            rows = {}
+            for view in ("ledger.transactions", "transactions_0007"):
+                query = f"SELECT * FROM {view}{where} ORDER BY 1, 2, 3"  # noqa: S608 - our own names
+                rows[view] = [tuple(row) for row in await connection.fetch(query)]
+            now_rows, then_rows = rows["ledger.transactions"], rows["transactions_0007"]
+            assert now_rows == then_rows
+            assert len(now_rows) == (6 if not where else 3)
