@@ -42,8 +42,9 @@ OUTBOX_RETENTION = timedelta(days=2)
 FORGET_CHUNK = 5_000
 
 
-# The whole batch in one call (schemas/sql/0009_commit_batch.sql); PSF01: a partition's epoch moved on.
-_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 37)) + ")"
+# The whole batch in one call (schemas/sql/0013_decisions_by_card_and_trace.sql, after 0009); PSF01: a
+# partition's epoch moved on.
+_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 39)) + ")"
 _FENCED_SQLSTATE = "PSF01"
 
 
@@ -238,10 +239,10 @@ class Store:
             *_transpose(
                 [
                     (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, payload.decode(),
-                     d.decided_at)
+                     d.decided_at, d.card_id, d.trace_id)
                     for d, payload in effects.decisions
                 ],
-                6,
+                8,
             ),
             *_transpose([(t, k, e, p.decode()) for t, k, e, p in effects.outbox], 4),
             *_transpose(effects.applied_events, 2),

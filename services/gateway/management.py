@@ -13,7 +13,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -268,11 +268,13 @@ class Management:
             raise HTTPException(404, {"error": "not_found", "detail": f"no card {card_id!r}"})
         return str(wallet_id)
 
-    async def transactions(self, column: str, value: str, wallet_id: str | None, limit: int) -> list[TransactionOut]:
-        """Decisions by card or trace, newest first."""
+    async def transactions(
+        self, column: Literal["card_id", "trace_id"], value: str, wallet_id: str | None, limit: int
+    ) -> list[TransactionOut]:
+        """Decisions by card or trace, newest first (through `decisions_card` or `decisions_trace`)."""
         rows = await self.pool.fetch(
             f"""SELECT decision FROM authorizer.decisions
-                WHERE decision::jsonb ->> '{column}' = $1 AND ($2::text IS NULL OR wallet_id = $2)
+                WHERE {column} = $1 AND ($2::text IS NULL OR wallet_id = $2)
                 ORDER BY decided_at DESC LIMIT $3""",  # noqa: S608 - column is one of two literals
             value, wallet_id, limit,
         )  # fmt: skip

@@ -72,6 +72,33 @@ async def test_an_admin_creates_a_wallet_and_a_card_and_sees_the_balance_move(
     )
 
 
+async def test_a_traces_transactions_are_listed_across_wallets_for_an_admin_and_in_its_own_for_an_agent(
+    api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """PR-9 bound on two wallets, one authorization on each: an admin's key lists both, newest first;
+    an agent's key lists its own wallet's only (the rows are found by the trace's index, migration 0013).
+    """
+    admin = _bearer(await create_key(pool, Scope.ADMIN))
+    for wallet, card, token in (("wal_t1", "card_t1", "ic_t1"), ("wal_t2", "card_t2", "ic_t2")):
+        await api.post("/v1/wallets", headers=admin, json={"wallet_id": wallet})
+        await api.post(f"/v1/wallets/{wallet}/cards", headers=admin,
+                       json={"card_id": card, "issuer_card_token": token, "last4": "4242"})  # fmt: skip
+        bound = await api.post(f"/v1/wallets/{wallet}/traces", headers=admin, json={"trace_id": "PR-9"})
+        assert bound.status_code == 200, bound.text
+        signed = sign_for_stripe(stripe_authorization_request(f"iauth_{wallet}", token, 100), STRIPE_SECRET)
+        assert (await api.post(signed.path, content=signed.body, headers=signed.headers)).json()["approved"] is True
+    agent = _bearer(await create_key(pool, Scope.AGENT, wallet_id="wal_t1"))
+    listed = [
+        [(t["card_id"], t["issuer_authorization_id"]) for t in (await api.get("/v1/traces/PR-9/transactions",
+                                                                              headers=key)).json()]
+        for key in (admin, agent)
+    ]  # fmt: skip
+    assert listed == [
+        [("card_t2", "iauth_wal_t2"), ("card_t1", "iauth_wal_t1")],
+        [("card_t1", "iauth_wal_t1")],
+    ]
+
+
 async def test_freeze_and_unfreeze_are_applied_before_the_call_returns(
     api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
