@@ -176,8 +176,9 @@ def expire_holds(state: WalletState, now: datetime) -> LifecycleOutcome:
     """Release every hold past its expiry and say so, so the ledger releases it too."""
     if state.earliest_hold_expiry is None or state.earliest_hold_expiry > now:
         return (), state
-    expired = [hold for hold in open_holds(state.holds) if hold.expires_at <= now]
-    remaining = [hold.expires_at for hold in open_holds(state.holds) if hold.expires_at > now]
+    holds = list(open_holds(state.holds))
+    expired = [hold for hold in holds if hold.expires_at <= now]
+    remaining = [hold.expires_at for hold in holds if hold.expires_at > now]
     if not expired:
         return (), state.evolve(earliest_hold_expiry=min(remaining, default=None))
     events = tuple(

@@ -223,22 +223,17 @@ def _stripe_transaction(event: _StripeEvent) -> Notice | Ignored:
     merchant_amount = None
     if tx.merchant_amount is not None and tx.merchant_currency is not None:
         merchant_amount = _money(tx.merchant_amount, tx.merchant_currency)
-    if tx.type == "refund" and tx.amount < 0:
-        # A refund reversed ("a refund with a negative amount", Stripe's docs): the merchant takes back
-        # what it refunded. Money leaves the card without an authorization asked of us, so it is spend
-        # like a force capture's (a cap it passes is reported), not one more refund.
-        return _stripe_notice(
-            event, tx.card, ForcePosted, issuer_transaction_id=tx.id, amount=amount, merchant_amount=merchant_amount,
-            merchant=_stripe_merchant(tx.merchant_data),
-        )  # fmt: skip
-    if tx.type == "refund":
+    if tx.type == "refund" and tx.amount >= 0:
         return _stripe_notice(
             event, tx.card, RefundPosted, issuer_transaction_id=tx.id, issuer_authorization_id=tx.authorization,
             amount=amount, merchant=_stripe_merchant(tx.merchant_data),
         )  # fmt: skip
-    if tx.type != "capture":
+    if tx.type not in {"refund", "capture"}:
         return Ignored(f"{event.type} ({tx.type})")
-    if tx.authorization is None:  # a force capture: money moved without asking us
+    # Money moved without an authorization asked of us: a force capture, or a refund reversed ("a
+    # refund with a negative amount", Stripe's docs: the merchant takes back what it refunded). Spend,
+    # counted like any (a cap it passes is reported), not one more refund.
+    if tx.type == "refund" or tx.authorization is None:
         return _stripe_notice(
             event, tx.card, ForcePosted, issuer_transaction_id=tx.id, amount=amount, merchant_amount=merchant_amount,
             merchant=_stripe_merchant(tx.merchant_data),
