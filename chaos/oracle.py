@@ -120,6 +120,10 @@ def _configure(wallet: _Wallet, event: Any) -> None:  # noqa: ANN401 - any walle
 
 
 def _moved(wallet: _Wallet, event: MoneyMoved) -> None:
+    if event.hold_placed_minor and event.issuer_authorization_id is not None:
+        # A hold the issuer placed without our approval: over a cap if need be, but exposure from then on.
+        _, held = wallet.holds.get(event.issuer_authorization_id, (event.card_id, 0))
+        wallet.holds[event.issuer_authorization_id] = (event.card_id, held + event.hold_placed_minor)
     if event.issuer_authorization_id in wallet.holds:
         card, amount = wallet.holds[event.issuer_authorization_id]
         left = amount - event.hold_released_minor

@@ -60,6 +60,21 @@ class RefundPosted(_IssuerEvent):
     merchant: Merchant | None = None
 
 
+class AuthorizationApprovedByIssuer(_IssuerEvent):
+    """The issuer approved this authorization whatever we answered, or without asking us (a network
+    stand-in, a webhook that timed out with the issuer set to approve): `amount` is held at the
+    issuer, so it is held here too, over a cap if need be (reported as a breach). Stripe says so in
+    `issuing_authorization.created`; the gateway publishes it only when its own answer was not that
+    approval (decision 0006).
+    """
+
+    type: Literal["authorization_approved_by_issuer"] = "authorization_approved_by_issuer"
+    issuer_authorization_id: Identifier
+    amount: Money
+    merchant_amount: Money | None = None
+    merchant: Merchant | None = None
+
+
 class ForcePosted(_IssuerEvent):
     """Spend with no prior authorization (force capture, network stand-in): counted all the same."""
 
@@ -70,5 +85,12 @@ class ForcePosted(_IssuerEvent):
     merchant: Merchant
 
 
-AnyIssuerEvent = AuthorizationCleared | AuthorizationReversed | AuthorizationExpired | RefundPosted | ForcePosted
+AnyIssuerEvent = (
+    AuthorizationCleared
+    | AuthorizationReversed
+    | AuthorizationExpired
+    | RefundPosted
+    | ForcePosted
+    | AuthorizationApprovedByIssuer
+)
 IssuerEvent = Annotated[AnyIssuerEvent, Field(discriminator="type")]

@@ -305,7 +305,9 @@ class CapBreachedByIssuer(_WalletEvent):
     limit: Money
     spent: Money
     over_by: Money
-    issuer_transaction_id: Identifier
+    issuer_transaction_id: Identifier = Field(
+        description="the transaction that moved the money (for a hold the issuer placed: its authorization)"
+    )
 
 
 class MoneyMoved(_WalletEvent):
@@ -315,9 +317,18 @@ class MoneyMoved(_WalletEvent):
     """
 
     type: Literal["money_moved"] = "money_moved"
+    # Version 2 adds `hold_placed_minor` and the source type `authorization_approved_by_issuer`: a hold
+    # the issuer placed without our approval. The authorizer sends version 2 only for that event, so a
+    # reader of version 1 refuses (dead-letters) only what it cannot journal (decision 0002).
+    schema_version: Literal[1, 2] = 1  # type: ignore[assignment]  # the one contract with a version 2
     source_event_id: UUID = Field(description="the issuer event (or the authorizer's own expiry) that moved it")
     source_type: Literal[
-        "authorization_cleared", "authorization_reversed", "authorization_expired", "refund_posted", "force_posted"
+        "authorization_cleared",
+        "authorization_reversed",
+        "authorization_expired",
+        "refund_posted",
+        "force_posted",
+        "authorization_approved_by_issuer",
     ]
     card_id: Identifier
     trace_id: TraceId | None
@@ -333,6 +344,18 @@ class MoneyMoved(_WalletEvent):
         ge=-MAX_AMOUNT_MINOR, le=MAX_AMOUNT_MINOR, description="spend counted; negative for a refund"
     )
     counted_at: Timestamp = Field(description="when the spend counts in windows: a clearing counts at its hold")
+    hold_placed_minor: int = Field(
+        default=0, ge=0, le=MAX_AMOUNT_MINOR, description="how much was held without our approval (version 2)"
+    )
+
+    @model_validator(mode="after")
+    def _version_1_places_no_hold(self) -> Self:
+        if self.schema_version == 1 and (
+            self.hold_placed_minor or self.source_type == "authorization_approved_by_issuer"
+        ):
+            raise ValueError("a hold placed by the issuer (hold_placed_minor, authorization_approved_by_issuer) "
+                             "needs schema_version 2")  # fmt: skip
+        return self
 
 
 AnyWalletEvent = (

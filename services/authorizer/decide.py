@@ -163,7 +163,11 @@ def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> l
 
 def _policy_reason(state: WalletState, request: AuthorizationRequested, now: datetime) -> ReasonCode | None:  # noqa: PLR0911 - a return per check
     """The first failing deadline, card, wallet or merchant check, or None when all pass."""
-    if now > request.deadline_at or request.issuer_authorization_id in state.released:
+    if (
+        now > request.deadline_at
+        or request.issuer_authorization_id in state.released
+        or request.issuer_authorization_id in state.issuer_held  # answered, then approved by the issuer
+    ):
         return ReasonCode.DEADLINE_EXCEEDED
     card = state.cards.get(request.card_id)
     if card is None:
@@ -291,6 +295,7 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
         and not prune_decisions
         and all(r.until > now for r in state.raises)
         and all(at > horizon for at in state.released.values())
+        and all(at > horizon for at in state.issuer_held.values())
         and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
@@ -311,4 +316,5 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
         decisions=decisions,
         decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
         released={key: at for key, at in state.released.items() if at > horizon},
+        issuer_held={key: at for key, at in state.issuer_held.items() if at > horizon},
     )

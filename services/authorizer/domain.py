@@ -39,7 +39,14 @@ def decide(state: WalletState | None, message: Inbound, now: datetime, rates: Ra
 
 
 _ISSUER_TYPES = frozenset(
-    {"authorization_cleared", "authorization_reversed", "authorization_expired", "refund_posted", "force_posted"}
+    {
+        "authorization_cleared",
+        "authorization_reversed",
+        "authorization_expired",
+        "refund_posted",
+        "force_posted",
+        "authorization_approved_by_issuer",
+    }
 )
 
 

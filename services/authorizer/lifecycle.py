@@ -1,5 +1,6 @@
 """What happens to money after a decision (or without one): clearing, reversal, expiry, refund,
-force-post, and holds that age out. Pure: (state, event, now) → (events, new state).
+force-post, a hold the issuer placed without our approval, and holds that age out. Pure: (state,
+event, now) → (events, new state).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from datetime import datetime
 from schemas.common import CapKind
 from schemas.issuer_events import (
     AnyIssuerEvent,
+    AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
     AuthorizationReversed,
@@ -19,7 +21,9 @@ from schemas.money import Money
 from schemas.wallet import CapBreachedByIssuer, MoneyMoved
 from services.authorizer.decide import applicable_caps, derived_id, post_spend
 from services.authorizer.state import (
+    DEFAULT_HOLD_TTL,
     NO_RATES,
+    Hold,
     Posting,
     RateTable,
     WalletState,
@@ -49,7 +53,11 @@ def _apply(
     state: WalletState, event: AnyIssuerEvent, now: datetime, rates: RateTable
 ) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting | None]:
     if isinstance(event, AuthorizationExpired):
-        return (), _release(state, event.issuer_authorization_id, None, now), None
+        # Our deadline's expiry does not release a hold the issuer approved whatever we answered.
+        issuers = event.cause == "gateway_deadline" and event.issuer_authorization_id in state.issuer_held
+        return (), state if issuers else _release(state, event.issuer_authorization_id, None, now), None
+    if isinstance(event, AuthorizationApprovedByIssuer):
+        return _held_by_issuer(state, event, now, rates)
     if isinstance(event, AuthorizationReversed):
         amount = None if event.full else _in_wallet_currency(state, event.amount, event.issuer_authorization_id, rates)
         return (), _release(state, event.issuer_authorization_id, amount, now), None
@@ -83,6 +91,28 @@ def _clear(
     return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted, posting
 
 
+def _held_by_issuer(
+    state: WalletState, event: AuthorizationApprovedByIssuer, now: datetime, rates: RateTable
+) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, None]:
+    """The issuer approved an authorization we declined, never decided, or released at our deadline:
+    its amount is held from the moment of approval, whatever the caps (a cap it passes is reported),
+    until it clears, reverses or expires like any hold. Already held (our own approval, answered late
+    or recorded late), it stays as it is; either way our deadline's expiry no longer releases it.
+    """
+    authorization_id = event.issuer_authorization_id
+    if authorization_id in state.issuer_held:
+        return (), state, None  # said before (under another event id): held once, at most
+    marked = state.evolve(issuer_held={**state.issuer_held, authorization_id: event.occurred_at})
+    minor = _in_wallet_currency(state, event.amount, authorization_id, rates)
+    if hold_of(state, authorization_id) is not None or minor == 0:
+        return (), marked, None
+    trace_id = _trace_of(state, authorization_id, event.card_id)
+    hold = Hold(authorization_id, event.card_id, trace_id, minor, event.occurred_at,
+                event.occurred_at + DEFAULT_HOLD_TTL)  # fmt: skip
+    held = set_hold(marked, authorization_id, hold)
+    return _breaches(state, held, event.card_id, trace_id, authorization_id, now), held, None
+
+
 def _count_unasked(
     state: WalletState, event: AuthorizationCleared | ForcePosted, trace_id: str | None, minor: int, now: datetime
 ) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting]:
@@ -99,12 +129,15 @@ def _money_moved(
     authorization_id = getattr(event, "issuer_authorization_id", None)
     hold = hold_of(before, authorization_id or "")
     kept = hold_of(after, authorization_id or "")
-    released = 0 if hold is None else hold.amount_minor - (0 if kept is None else kept.amount_minor)
-    if released == 0 and posting is None:
+    change = (0 if kept is None else kept.amount_minor) - (0 if hold is None else hold.amount_minor)
+    released, placed = max(0, -change), max(0, change)
+    if released == 0 and placed == 0 and posting is None:
         return ()
     merchant_amount = getattr(event, "merchant_amount", None)
+    held = hold or kept
     return (
         MoneyMoved(
+            schema_version=2 if placed else 1,  # only a hold placed needs version 2 (decision 0002)
             event_id=derived_id("moved", event.event_id),
             command_id=None,
             wallet_id=after.wallet_id,
@@ -112,8 +145,8 @@ def _money_moved(
             occurred_at=event.occurred_at,
             source_event_id=event.event_id,
             source_type=event.type,
-            card_id=event.card_id if hold is None else hold.card_id,
-            trace_id=posting.trace_id if posting is not None else (hold.trace_id if hold is not None else None),
+            card_id=event.card_id if held is None else held.card_id,
+            trace_id=posting.trace_id if posting is not None else (held.trace_id if held is not None else None),
             issuer=event.issuer,
             issuer_authorization_id=authorization_id,
             issuer_transaction_id=getattr(event, "issuer_transaction_id", None),
@@ -124,6 +157,7 @@ def _money_moved(
             hold_released_minor=released,
             spent_minor=0 if posting is None else posting.amount_minor,
             counted_at=posting.at if posting is not None else event.occurred_at,
+            hold_placed_minor=placed,
         ),
     )
 

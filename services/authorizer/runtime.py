@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
     AuthorizationReversed,
@@ -83,9 +84,16 @@ SWEEP_INTERVAL = timedelta(seconds=60)
 LAG_EVERY_MS = 1_000
 BATCH_MAX_RECORDS = 500
 # Issuer events are applied once per event id (the issuer retries webhooks; producers may repeat).
-_ISSUER_EVENTS = (AuthorizationCleared, AuthorizationReversed, AuthorizationExpired, RefundPosted, ForcePosted)
+_ISSUER_EVENTS = (
+    AuthorizationCleared,
+    AuthorizationReversed,
+    AuthorizationExpired,
+    RefundPosted,
+    ForcePosted,
+    AuthorizationApprovedByIssuer,
+)
 # Issuer events that count money by an authorization's decision (its trace, its exchange).
-_NAMING_AN_AUTHORIZATION = (RefundPosted, AuthorizationCleared, AuthorizationReversed)
+_NAMING_AN_AUTHORIZATION = (RefundPosted, AuthorizationCleared, AuthorizationReversed, AuthorizationApprovedByIssuer)
 _log = get_logger("authorizer")
 
 

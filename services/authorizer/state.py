@@ -171,6 +171,9 @@ class WalletState:
     decisions: Mapping[str, Remembered] = field(default_factory=dict)
     decisions_pruned_at: datetime | None = None
     released: Mapping[str, datetime] = field(default_factory=dict)  # released before any decision
+    # Authorizations the issuer approved whatever we answered (`AuthorizationApprovedByIssuer`), since
+    # when: their hold is the issuer's, so our own deadline's expiry does not release it.
+    issuer_held: Mapping[str, datetime] = field(default_factory=dict)
     applied_commands: tuple[UUID, ...] = ()
 
     def evolve(self, **changes: Any) -> WalletState:  # noqa: ANN401 - field values of every type

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
-from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
+from schemas.issuer_events import AnyIssuerEvent, AuthorizationApprovedByIssuer, AuthorizationExpired
 from schemas.registry import serialize
 from schemas.topics import Topic, message_key, topic_name
 from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow
@@ -478,11 +478,16 @@ class Answering:
             return await self._recorded(ask) or answer
         return answer
 
-    async def notify(self, notice: Notice) -> None:
-        """Publish a lifecycle event on issuer.events; CardUnknown when the card is not ours."""
+    async def notify(self, notice: Notice) -> bool:
+        """Publish a lifecycle event on issuer.events; CardUnknown when the card is not ours. False
+        when there was nothing to publish: the issuer's approval of an authorization that was ours
+        to approve, and was (its hold is the authorizer's already).
+        """
         card = await self._directory.find(notice.issuer, notice.card_token)
         if card is None:
             raise CardUnknown(f"no card {notice.card_token!r} for {notice.issuer.value}")
+        if notice.event_type is AuthorizationApprovedByIssuer and await self._approved_here(notice):
+            return False
         try:
             event = notice.event_type.model_validate(
                 notice.fields
@@ -498,6 +503,20 @@ class Answering:
             problem = error.errors()[0]
             raise WebhookInvalid(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
         await self._publish(Topic.ISSUER_EVENTS, event)
+        return True
+
+    async def _approved_here(self, notice: Notice) -> bool:
+        """True when the answer on record for the authorization the issuer approved is our approval.
+        Anything else (our decline, our deadline's, none on record: a stand-in, or an answer not
+        recorded yet) is published; the authorizer holds the amount unless it holds it already.
+        """
+        authorization_id = notice.fields["issuer_authorization_id"]
+        row = await self._lookups.find(notice.issuer.value, authorization_id)
+        if row is None or not row.approved:
+            _log.warning("approved_by_issuer", issuer=notice.issuer.value, authorization_id=authorization_id,
+                         answered="nothing" if row is None else row.reason)  # fmt: skip
+            return False
+        return True
 
     async def _publish(self, topic: Topic, message: AuthorizationRequested | AnyIssuerEvent) -> None:
         """Send and wait for Kafka's acknowledgement (acks=all): nothing is answered on a lost request."""

@@ -145,14 +145,18 @@ class _Webhooks:
             LIFECYCLE_EVENTS.labels(issuer, "ignored").inc()
             return Reply(200, {"ignored": message.event_type}, {})
         try:
-            await answering.notify(message)
+            published = await answering.notify(message)
         except CardUnknown as error:
             # Money moved on a card we do not have: nothing to count it against. Said, not dropped.
             LIFECYCLE_EVENTS.labels(issuer, "card_not_found").inc()
             _log.warning("lifecycle_card_unknown", issuer=issuer, error=str(error))
             return Reply(200, {"ignored": "card_not_found", "detail": str(error)}, {})
+        received = message.event_type.model_fields["type"].default
+        if not published:
+            LIFECYCLE_EVENTS.labels(issuer, "already_counted").inc()
+            return Reply(200, {"received": received, "published": False, "detail": "approved by us: held already"}, {})
         LIFECYCLE_EVENTS.labels(issuer, "published").inc()
-        return Reply(200, {"received": message.event_type.model_fields["type"].default}, {})
+        return Reply(200, {"received": received}, {})
 
     def routes(self) -> None:
         """The three endpoints as FastAPI routes: what the OpenAPI document shows. `GatewayApp` serves

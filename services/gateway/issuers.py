@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from schemas.common import Issuer, Merchant, ReasonCode
 from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
     AuthorizationReversed,
@@ -25,7 +26,14 @@ from schemas.issuer_events import (
 )
 from schemas.money import Money
 
-NoticeType = type[AuthorizationCleared | AuthorizationReversed | AuthorizationExpired | RefundPosted | ForcePosted]
+NoticeType = type[
+    AuthorizationCleared
+    | AuthorizationReversed
+    | AuthorizationExpired
+    | RefundPosted
+    | ForcePosted
+    | AuthorizationApprovedByIssuer
+]
 
 
 class WebhookInvalid(ValueError):
@@ -127,8 +135,11 @@ class _StripeAuthorization(_In):
     id: str
     card: _StripeCard
     status: str = "pending"
+    approved: bool = False
     amount: StrictInt = 0
     currency: str = "usd"
+    merchant_amount: StrictInt | None = None
+    merchant_currency: str | None = None
     pending_request: _StripePendingRequest | None = None
     request_history: list[object] = []
     merchant_data: _StripeMerchantData
@@ -181,6 +192,8 @@ def read_stripe(body: bytes) -> Ask | Notice | Ignored:
             merchant=_stripe_merchant(auth.merchant_data),
             increment_of=auth.id if increment else None,
         )
+    if event.type == "issuing_authorization.created":
+        return _stripe_authorization_created(event)
     if event.type == "issuing_authorization.updated":
         return _stripe_authorization_update(event)
     if event.type == "issuing_transaction.created":
@@ -194,6 +207,25 @@ def _stripe_merchant(data: _StripeMerchantData) -> Merchant:
 
 def _stripe_notice(event: _StripeEvent, card_token: str, event_type: NoticeType, **fields: Any) -> Notice:  # noqa: ANN401
     return Notice(Issuer.STRIPE, event.id, card_token, datetime.fromtimestamp(event.created, UTC), event_type, fields)
+
+
+def _stripe_authorization_created(event: _StripeEvent) -> Notice | Ignored:
+    """An authorization Stripe created: approved, its `amount` is held at Stripe whoever decided
+    (us, or Stripe without us: a stand-in, our answer too late with the timeout behaviour "approve").
+    The gateway publishes it unless the approval was ours (`Answering.notify`). A decline moves no
+    money.
+    """
+    auth: _StripeAuthorization = _read(_StripeAuthorization, event.data.object, "data.object")
+    if not auth.approved:
+        return Ignored(f"{event.type} (declined)")
+    merchant_amount = None
+    if auth.merchant_amount is not None and auth.merchant_currency is not None:
+        merchant_amount = _money(auth.merchant_amount, auth.merchant_currency)
+    return _stripe_notice(
+        event, auth.card.id, AuthorizationApprovedByIssuer, issuer_authorization_id=auth.id,
+        amount=_money(auth.amount, auth.currency), merchant_amount=merchant_amount,
+        merchant=_stripe_merchant(auth.merchant_data),
+    )  # fmt: skip
 
 
 def _stripe_authorization_update(event: _StripeEvent) -> Notice | Ignored:
@@ -343,6 +375,7 @@ _GENERIC_NOTICES: dict[str, NoticeType] = {
     "authorization_expired": AuthorizationExpired,
     "refund_posted": RefundPosted,
     "force_posted": ForcePosted,
+    "authorization_approved_by_issuer": AuthorizationApprovedByIssuer,
 }
 
 

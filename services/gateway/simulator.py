@@ -108,6 +108,29 @@ def stripe_incremental_request(
     return event
 
 
+def stripe_authorization_created(
+    authorization_id: str, card_token: str, amount_minor: int, *, approved: bool = True, reason: str = "webhook_timeout"
+) -> dict[str, Any]:
+    """An `issuing_authorization.created` event: the authorization as Stripe created it, `approved`
+    for `reason` (its `request_history`: `webhook_approved` when we approved, `webhook_timeout` when
+    our answer came too late and the timeout behaviour approved, ...).
+    """
+    event = stripe_authorization_request(authorization_id, card_token, amount_minor)
+    authorization = event["data"]["object"]
+    request = authorization.pop("pending_request")
+    authorization |= {"amount": amount_minor if approved else 0, "approved": approved,
+                      "status": "pending" if approved else "closed",
+                      "merchant_amount": amount_minor if approved else 0, "merchant_currency": "usd"}  # fmt: skip
+    authorization["pending_request"] = None
+    authorization["request_history"] = [
+        {"amount": request["amount"], "currency": request["currency"], "merchant_amount": request["merchant_amount"],
+         "merchant_currency": request["merchant_currency"], "approved": approved, "reason": reason,
+         "created": event["created"]},
+    ]  # fmt: skip
+    event["type"] = "issuing_authorization.created"
+    return event
+
+
 def stripe_capture(
     transaction_id: str, card_token: str, amount_minor: int, authorization_id: str | None, currency: str = "usd"
 ) -> dict[str, Any]:

@@ -134,11 +134,11 @@ def _decision(decision: AuthorizationDecided) -> Entry:
 
 
 def _moved(moved: MoneyMoved) -> Entry:
-    released, spent = moved.hold_released_minor, moved.spent_minor
+    released, spent, placed = moved.hold_released_minor, moved.spent_minor, moved.hold_placed_minor
     legs = (
-        Leg("held", -released, moved.card_id),
+        Leg("held", placed - released, moved.card_id),
         Leg("spent", spent, moved.card_id),
-        Leg("available", released - spent, moved.card_id),
+        Leg("available", released - spent - placed, moved.card_id),
     )
     return Entry(
         entry_id=moved.event_id,
@@ -156,6 +156,7 @@ def _moved(moved: MoneyMoved) -> Entry:
         merchant=moved.merchant,
         amount=moved.issuer_amount,
         merchant_amount=moved.merchant_amount,
+        held_minor=placed,  # a hold the issuer placed without our approval (MoneyMoved version 2)
         hold_released_minor=released,
         spent_minor=spent,
         legs=tuple(leg for leg in legs if leg.amount_minor != 0),

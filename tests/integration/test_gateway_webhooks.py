@@ -30,6 +30,7 @@ from services.gateway.simulator import (
     sign_for_lithic,
     sign_for_stripe,
     sign_generic,
+    stripe_authorization_created,
     stripe_authorization_request,
     stripe_capture,
     stripe_incremental_request,
@@ -226,6 +227,49 @@ async def test_a_refund_reversed_is_spent_again(gateway: httpx.AsyncClient, sett
         await lifecycle.wait_for(lambda items: len(items) >= 3)
     answers = [await _stripe_ask(gateway, "iauth_g", 400), await _stripe_ask(gateway, "iauth_h", 1)]
     assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+        (True, "approved"),
+        (False, "card_funds_insufficient"),
+    ]
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_what_stripe_approved_without_us_is_held_and_our_own_approval_once(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
+) -> None:
+    """issuing_authorization.created on the $10 card: $6 we approved, said again by Stripe, is held
+    once (not published: the hold is ours); $3 Stripe approved without asking us (a stand-in) is held
+    too; a declined one moves nothing. So $1 more is approved and $0.01 after it is not. On the
+    previous code the stand-in's $3 was not counted until its capture, and $4 would have been approved.
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    assert (await _stripe_ask(gateway, "iauth_c1", 600))["approved"] is True
+    async with asyncio.timeout(10):  # the answer is recorded just after it is sent
+        while not await pool.fetchval(  # noqa: ASYNC110 - polling the database
+            "SELECT approved FROM gateway.answers WHERE issuer_authorization_id = 'iauth_c1'"
+        ):
+            await asyncio.sleep(0.05)
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
+        replies = [
+            (await _post(gateway, sign_for_stripe(event, STRIPE_SECRET))).json()
+            for event in (
+                stripe_authorization_created("iauth_c1", TOKEN, 600, reason="webhook_approved"),
+                stripe_authorization_created("iauth_c2", TOKEN, 300, reason="network_fallback"),
+                stripe_authorization_created("iauth_c3", TOKEN, 900, approved=False, reason="webhook_declined"),
+            )
+        ]
+        published = await lifecycle.wait_for(lambda items: len(items) >= 1)
+    assert replies == [
+        {"received": "authorization_approved_by_issuer", "published": False, "detail": "approved by us: held already"},
+        {"received": "authorization_approved_by_issuer"},
+        {"ignored": "issuing_authorization.created (declined)"},
+    ]
+    assert [(e.type, e.issuer_authorization_id, e.amount.amount_minor) for e in published] == [
+        ("authorization_approved_by_issuer", "iauth_c2", 300)
+    ]
+    answers = [await _stripe_ask(gateway, "iauth_c4", 200), await _stripe_ask(gateway, "iauth_c5", 100),
+               await _stripe_ask(gateway, "iauth_c6", 1)]  # fmt: skip
+    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+        (False, "card_funds_insufficient"),
         (True, "approved"),
         (False, "card_funds_insufficient"),
     ]

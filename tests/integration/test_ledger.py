@@ -25,12 +25,21 @@ from schemas.common import Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.registry import Message
 from schemas.topics import Topic
-from schemas.wallet import BindTrace, CreateCard, CreateWallet, MoneyMoved
+from schemas.wallet import BindTrace, CapBreachedByIssuer, CreateCard, CreateWallet, MoneyMoved
 from services.cli import main as cli_main
 from services.ledger.consumer import Ledger
 from services.ledger.store import export_csv, reconcile
 from services.platform.settings import Settings
-from tests.support.builders import cleared, command_fields, force_post, refund, request, reversed_, usd
+from tests.support.builders import (
+    approved_by_issuer,
+    cleared,
+    command_fields,
+    force_post,
+    refund,
+    request,
+    reversed_,
+    usd,
+)
 from tests.support.kafka_io import Collector, apply_commands, publish
 from tests.support.processes import service_env, start
 from tests.support.samples import MERCHANT
@@ -217,6 +226,67 @@ async def test_a_scripted_scenario_gives_the_exact_numbers_in_every_view(
             assert await reconcile(connection) == (3, [])
 
 
+@pytest.mark.usefixtures("ledger")
+async def test_holds_the_issuer_placed_without_us_are_in_every_balance_and_reconcile(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """A $10 wallet: $12 declined by us but approved by the issuer, and $3 the issuer approved without
+    asking (a stand-in), then captured. Both are held (the first over the cap, reported), the ledger
+    journals the holds from MoneyMoved version 2, every balance says so, and reconcile agrees.
+    """
+    now = datetime.now(UTC)
+    wallet = "wal_ledger_3"
+    async with running_authorizer(kafka_topics, pool):
+        fields = command_fields(now) | {"wallet_id": wallet}
+        await apply_commands(kafka_topics, [
+            CreateWallet(**fields, caps=WalletCaps(rolling_24h=usd(1_000))),
+            CreateCard(**command_fields(now) | {"wallet_id": wallet}, card_id="lc_4", issuer=Issuer.STRIPE,
+                       issuer_card_token="ic_l4", last4="0004"),
+        ])  # fmt: skip
+        async with Collector(kafka_topics, Topic.AUTH_DECISIONS) as decisions:
+            later = {"at": now, "deadline_at": now + timedelta(minutes=5)}
+            await publish(kafka_topics, Topic.AUTH_REQUESTS, [_in(wallet, request(1_200, auth="li1", card="lc_4",
+                                                                                  **later))])  # fmt: skip
+            (decided,) = await decisions.wait_for(lambda items: len(items) >= 1)
+        assert (decided.approved, decided.reason) == (False, ReasonCode.WALLET_ROLLING_24H_CAP)
+        async with Collector(kafka_topics, Topic.WALLET_EVENTS) as events:
+            await publish(kafka_topics, Topic.ISSUER_EVENTS, [
+                _in(wallet, approved_by_issuer("li1", 1_200, now), card_id="lc_4"),
+                _in(wallet, approved_by_issuer("ls1", 300, now), card_id="lc_4"),
+                _in(wallet, cleared("ls1", 300, now), card_id="lc_4"),
+            ])  # fmt: skip
+            said = await events.wait_for(lambda items: sum(isinstance(e, MoneyMoved) for e in items) >= 3)
+        moved = [(e.schema_version, e.source_type, e.hold_placed_minor, e.hold_released_minor, e.spent_minor)
+                 for e in said if isinstance(e, MoneyMoved)]  # fmt: skip
+        assert moved == [
+            (2, "authorization_approved_by_issuer", 1_200, 0, 0),
+            (2, "authorization_approved_by_issuer", 300, 0, 0),
+            (1, "authorization_cleared", 0, 300, 300),
+        ]
+        breaches = [
+            (e.issuer_transaction_id, e.over_by.amount_minor) for e in said if isinstance(e, CapBreachedByIssuer)
+        ]
+        assert breaches == [("li1", 200), ("ls1", 500)]
+        await _until(pool, f"SELECT count(*) FROM ledger.entries WHERE wallet_id = '{wallet}'", 4)  # noqa: S608
+        assert await _rows(
+            pool, f"SELECT authorization_id, status, approved, requested_minor, merchant_name, held_minor, "  # noqa: S608
+            f"held_by_issuer_minor, captured_minor, open_hold_minor FROM ledger.transactions "
+            f"WHERE wallet_id = '{wallet}' ORDER BY 1"
+        ) == [
+            {"authorization_id": "li1", "status": "held", "approved": False, "requested_minor": 1_200,
+             "merchant_name": MERCHANT.name, "held_minor": 1_200, "held_by_issuer_minor": 1_200, "captured_minor": 0,
+             "open_hold_minor": 1_200},
+            {"authorization_id": "ls1", "status": "captured", "approved": None, "requested_minor": 300,
+             "merchant_name": MERCHANT.name, "held_minor": 300, "held_by_issuer_minor": 300, "captured_minor": 300,
+             "open_hold_minor": 0},
+        ]  # fmt: skip
+        assert await _rows(
+            pool, "SELECT held_minor, spent_minor, available_minor FROM ledger.card_balances WHERE card_id = 'lc_4'"
+        ) == [{"held_minor": 1_200, "spent_minor": 300, "available_minor": -1_500}]
+        async with pool.acquire() as connection:
+            assert await reconcile(connection) == (1, [])
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("ledger")
 async def test_duplicates_change_nothing_and_reconcile_notices_tampering(
@@ -353,7 +423,8 @@ async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_f
     """Migration 0012 rewrote ledger.transactions so that a filter on a wallet reaches the tables. On
     entries of every kind of lifecycle (held, captured in part, reversed, expired, refunded, declined,
     captured without a decision, force-posted, across two wallets), it gives exactly the rows of
-    migration 0007's definition, as a whole and for one wallet.
+    migration 0007's definition, as a whole and for one wallet; migration 0014 (holds the issuer
+    placed) only adds a last column, `held_by_issuer_minor`, 0 on all of them.
     """
     now = datetime.now(UTC)
     entries = [
@@ -374,7 +445,8 @@ async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_f
                                        issuer_authorization_id, issuer_transaction_id, merchant_name, currency,
                                        cap_amount_minor, held_minor, hold_released_minor, spent_minor, approved,
                                        reason, occurred_at, counted_at)
-           VALUES ($1, $2, $3, $4, 'card_' || $4, 'PR-' || $4, 'stripe', $5, $6, 'Shop', 'USD',
+           VALUES ($1, $2, $3, $4, 'card_' || $4, 'PR-' || $4, 'stripe', $5, $6,
+                   CASE WHEN $2 = 'decision' OR $3 = 'force_posted' THEN 'Shop' END, 'USD',
                    CASE WHEN $2 = 'decision' THEN 1000 END, $7, $8, $9, $10,
                    CASE WHEN $2 = 'decision' THEN CASE WHEN $10 THEN 'approved' ELSE 'trace_cap' END END, $11, $11)""",
         [(uuid.uuid4(), kind, source, wallet, auth, tx, held, released, spent, approved, now + timedelta(seconds=n))
@@ -390,5 +462,7 @@ async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_f
                 query = f"SELECT * FROM {view}{where} ORDER BY 1, 2, 3"  # noqa: S608 - our own names
                 rows[view] = [tuple(row) for row in await connection.fetch(query)]
             now_rows, then_rows = rows["ledger.transactions"], rows["transactions_0007"]
+            assert {row[-1] for row in now_rows} == {0}  # held_by_issuer_minor
+            now_rows = [row[:-1] for row in now_rows]
             assert now_rows == then_rows
             assert len(now_rows) == (6 if not where else 3)

@@ -9,6 +9,7 @@ from typing import Any
 from schemas.authorizations import AuthorizationRequested
 from schemas.common import Issuer
 from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
     AuthorizationReversed,
@@ -92,6 +93,13 @@ def refund(amount_minor: int, at: datetime = NOW, auth: str | None = None) -> Re
         issuer_transaction_id=f"itx_{uuid.uuid4().hex[:8]}",
         issuer_authorization_id=auth,
         amount=usd(amount_minor),
+    )
+
+
+def approved_by_issuer(auth: str, amount_minor: int, at: datetime = NOW) -> AuthorizationApprovedByIssuer:
+    """The issuer approved `auth` whatever we answered (Stripe's issuing_authorization.created)."""
+    return AuthorizationApprovedByIssuer(
+        **lifecycle_fields(at), issuer_authorization_id=auth, amount=usd(amount_minor), merchant=MERCHANT
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, CapStatus, Issuer, Merchant, ReasonCode
 from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
     AuthorizationReversed,
@@ -130,6 +131,13 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
             AuthorizationExpired(**lifecycle, issuer_authorization_id="iauth_4", cause="gateway_deadline"),
             RefundPosted(**lifecycle, issuer_transaction_id="itx_2", issuer_authorization_id="iauth_2", amount=usd(30)),
             ForcePosted(**lifecycle, issuer_transaction_id="itx_3", amount=usd(999), merchant=MERCHANT),
+            AuthorizationApprovedByIssuer(
+                **lifecycle,
+                issuer_authorization_id="iauth_4",
+                amount=usd(700),
+                merchant_amount=usd(700),
+                merchant=MERCHANT,
+            ),
         ],
         Topic.WALLET_COMMANDS: [
             CreateWallet(
@@ -238,6 +246,25 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
                 hold_released_minor=1250,
                 spent_minor=1300,
                 counted_at=NOW,
+            ),
+            MoneyMoved(
+                **wallet_event | {"event_id": uuid.uuid4(), "command_id": None, "actor": "issuer"},
+                schema_version=2,
+                source_event_id=uuid.UUID(int=78),
+                source_type="authorization_approved_by_issuer",
+                card_id="card_1",
+                trace_id="PR-4823",
+                issuer=Issuer.STRIPE,
+                issuer_authorization_id="iauth_4",
+                issuer_transaction_id=None,
+                issuer_amount=usd(700),
+                merchant_amount=usd(700),
+                merchant=MERCHANT,
+                currency="USD",
+                hold_released_minor=0,
+                spent_minor=0,
+                counted_at=NOW,
+                hold_placed_minor=700,
             ),
         ],
     }

@@ -1,4 +1,6 @@
-"""Money after a decision: clearing, reversal, expiry, refund, force-post, holds that age out."""
+"""Money after a decision: clearing, reversal, expiry, refund, force-post, holds the issuer placed
+without our approval, holds that age out.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tests.support.builders import (
     CARD,
     NOW,
     WALLET,
+    approved_by_issuer,
     cleared,
     command_fields,
     expired,
@@ -127,3 +130,76 @@ def test_a_refund_without_its_decision_in_memory_lands_on_the_trace_of_its_open_
     events, _ = run_on(state.evolve(decisions={}), refund(100, auth="a1"))
     [moved] = [e for e in events if isinstance(e, MoneyMoved)]
     assert (moved.trace_id, moved.spent_minor) == ("PR-1", -100)
+
+
+def _moved(events: list[object]) -> list[tuple[int, int, int, int]]:
+    """(version, placed, released, spent) of each MoneyMoved."""
+    return [
+        (e.schema_version, e.hold_placed_minor, e.hold_released_minor, e.spent_minor)
+        for e in events
+        if isinstance(e, MoneyMoved)
+    ]
+
+
+def test_an_authorization_the_issuer_approved_without_asking_is_held_over_the_cap_and_reported() -> None:
+    """A stand-in approval of $4.00 on a wallet with $8.00 held of $10.00: held all the same (the money
+    is held at the issuer), the breach reported, a MoneyMoved version 2 for the ledger; the next
+    request finds the cap used up. Then it clears like any hold.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, request(800, auth="a1"))
+    events, state = run_on(state, approved_by_issuer("s1", 400))
+    assert _moved(events) == [(2, 400, 0, 0)]
+    assert [(e.cap, e.over_by.amount_minor, e.issuer_transaction_id) for e in events
+            if isinstance(e, CapBreachedByIssuer)] == [(CapKind.WALLET_ROLLING_24H, 200, "s1")]  # fmt: skip
+    assert _usage(state) == (0, 1_200)
+    events, state = run_on(state, request(1, auth="a2"), cleared("s1", 400))
+    assert events[0].reason == ReasonCode.WALLET_ROLLING_24H_CAP
+    assert (_moved(events), _usage(state)) == ([(1, 0, 400, 400)], (400, 800))
+
+
+def test_our_own_approval_confirmed_by_the_issuer_is_held_once() -> None:
+    """The issuer approving what we approved (and hold) changes nothing; said twice, it still does not."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, request(500, auth="a1"), approved_by_issuer("a1", 500), approved_by_issuer("a1", 500))
+    assert (_moved(events), _usage(state)) == ([], (0, 500))
+
+
+def test_a_decline_the_issuer_approved_anyway_is_held_and_our_deadline_does_not_release_it() -> None:
+    """We declined (over the cap); the issuer approved all the same: the amount is held. Our own
+    deadline's expiry, said after it (a late relay), leaves it held; the issuer's reversal ends it.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, request(1_500, auth="a1"), approved_by_issuer("a1", 1_500), expired("a1"))
+    assert (events[0].approved, _moved(events), _usage(state)) == (False, [(2, 1_500, 0, 0)], (0, 1_500))
+    events, state = run_on(state, reversed_("a1", 0, full=True))
+    assert (_moved(events), _usage(state)) == ([(1, 0, 1_500, 0)], (0, 0))
+
+
+def test_our_deadline_then_the_issuers_approval_holds_and_a_late_request_is_declined() -> None:
+    """Our deadline passed before any decision (its expiry first); the issuer approved anyway: held.
+    The request, arriving last, is declined and holds nothing more.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, expired("a9"), approved_by_issuer("a9", 300), request(300, auth="a9"))
+    decisions = [e for e in events if hasattr(e, "approved")]
+    assert [(d.approved, d.reason) for d in decisions] == [(False, ReasonCode.DEADLINE_EXCEEDED)]
+    assert (_moved(events), _usage(state)) == ([(2, 300, 0, 0)], (0, 300))
+
+
+def test_a_late_approval_released_at_our_deadline_is_held_again_when_the_issuer_approved() -> None:
+    """We approved after our deadline (the hold released by its expiry); the issuer approved anyway
+    (our decline was too late for it): held again, once.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, request(600, auth="a1"), expired("a1"), approved_by_issuer("a1", 600))
+    assert (_moved(events), _usage(state)) == ([(1, 0, 600, 0), (2, 600, 0, 0)], (0, 600))
+
+
+def test_the_issuers_approvals_are_forgotten_with_the_rest() -> None:
+    """What the issuer approved is remembered as long as decisions are (MEMORY_HORIZON), not forever."""
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, approved_by_issuer("s1", 100))
+    assert "s1" in state.issuer_held
+    _, state = run_on(state, request(1, auth="later"), at=NOW + timedelta(days=9))
+    assert "s1" not in state.issuer_held

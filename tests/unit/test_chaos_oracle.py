@@ -70,3 +70,18 @@ def test_an_approval_on_a_frozen_card_is_counted() -> None:
     """A freeze is effective for every authorization after it."""
     frozen = StatusChanged(**_EVENT | {"event_id": uuid.uuid4()}, card_id="c", status="frozen", reason="stop")
     assert replay([*_setup(1_000), frozen, _approved("a", 100)]).approved_while_frozen == 1
+
+
+def test_a_hold_the_issuer_placed_counts_as_exposure() -> None:
+    """$10 cap, $6 held by the issuer without our approval (MoneyMoved version 2): approving $5 after
+    it is $1 over; once the issuer's hold is released, $5 fits.
+    """
+    placed = MoneyMoved(
+        **_EVENT | {"event_id": uuid.uuid4()}, schema_version=2, source_event_id=uuid.uuid4(),
+        source_type="authorization_approved_by_issuer", card_id="c", trace_id=None, issuer=Issuer.STRIPE,
+        issuer_authorization_id="s", issuer_transaction_id=None, issuer_amount=usd(600), merchant_amount=None,
+        merchant=None, currency="USD", hold_released_minor=0, spent_minor=0, counted_at=NOW, hold_placed_minor=600,
+    )  # fmt: skip
+    over = replay([*_setup(1_000), placed, _approved("a", 500)])
+    fits = replay([*_setup(1_000), placed, _released("s", 600), _approved("a", 500)])
+    assert (over.cents_over_cap, fits.cents_over_cap) == (100, 0)

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from schemas.common import Issuer, ReasonCode
-from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted, RefundPosted
+from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
+    AuthorizationCleared,
+    AuthorizationReversed,
+    ForcePosted,
+    RefundPosted,
+)
 from schemas.money import Money
 from services.gateway.issuers import (
     Ask,
@@ -23,6 +29,7 @@ from services.gateway.issuers import (
 from services.gateway.simulator import (
     generic_authorization_request,
     lithic_asa,
+    stripe_authorization_created,
     stripe_authorization_request,
     stripe_capture,
     stripe_incremental_request,
@@ -98,10 +105,27 @@ def test_stripe_lifecycle_events_become_our_contracts() -> None:
     ]
 
 
+def test_an_authorization_stripe_created_approved_is_a_hold_and_a_declined_one_nothing() -> None:
+    """issuing_authorization.created: approved, its amount is held at Stripe whoever decided (a
+    notice for the gateway to publish unless the approval was ours); declined, it moved no money.
+    """
+    approved = read_stripe(_body(stripe_authorization_created("iauth_1", "ic_1", 700)))
+    assert isinstance(approved, Notice)
+    assert (approved.event_type, approved.card_token) == (AuthorizationApprovedByIssuer, "ic_1")
+    assert {k: approved.fields[k] for k in ("issuer_authorization_id", "amount", "merchant_amount")} == {
+        "issuer_authorization_id": "iauth_1",
+        "amount": Money.of(700, "USD"),
+        "merchant_amount": Money.of(700, "USD"),
+    }
+    assert approved.fields["merchant"].mcc == "5734"
+    declined = stripe_authorization_created("iauth_2", "ic_1", 700, approved=False, reason="webhook_declined")
+    assert read_stripe(_body(declined)) == Ignored("issuing_authorization.created (declined)")
+
+
 def test_an_informational_stripe_event_is_ignored() -> None:
-    """issuing_authorization.created and unknown types are acknowledged, not acted on."""
-    event = stripe_authorization_request("iauth_1", "ic_1", 100) | {"type": "issuing_authorization.created"}
-    assert read_stripe(_body(event)) == Ignored("issuing_authorization.created")
+    """Types we do not act on are acknowledged, not acted on."""
+    event = stripe_authorization_request("iauth_1", "ic_1", 100) | {"type": "issuing_card.updated"}
+    assert read_stripe(_body(event)) == Ignored("issuing_card.updated")
 
 
 @pytest.mark.parametrize(

@@ -124,3 +124,16 @@ def test_every_movement_balances(released: int, spent: int) -> None:
     assert isinstance(entry, Entry)
     assert sum(leg.amount_minor for leg in entry.legs) == 0
     assert all(leg.amount_minor != 0 for leg in entry.legs)
+
+
+def test_a_hold_the_issuer_placed_is_held_from_available() -> None:
+    """MoneyMoved version 2: what the issuer held without our approval moves from available to held,
+    on the entry's `held_minor` (so the views count it like an approval's hold).
+    """
+    placed = _moved(0, 0).model_copy(
+        update={"schema_version": 2, "source_type": "authorization_approved_by_issuer", "hold_placed_minor": 700}
+    )
+    (entry,) = journal(placed)
+    assert isinstance(entry, Entry)
+    assert (entry.kind, entry.held_minor, entry.hold_released_minor) == ("money_moved", 700, 0)
+    assert entry.legs == (Leg("held", 700, "card_1"), Leg("available", -700, "card_1"))
