@@ -29,7 +29,13 @@ from aiokafka.errors import KafkaError
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, Issuer, Merchant
-from schemas.issuer_events import AuthorizationCleared, AuthorizationReversed, ForcePosted, RefundPosted
+from schemas.issuer_events import (
+    AuthorizationApprovedByIssuer,
+    AuthorizationCleared,
+    AuthorizationReversed,
+    ForcePosted,
+    RefundPosted,
+)
 from schemas.money import Money
 from schemas.policies import CardCaps, WalletCaps
 from schemas.registry import Message, parse, serialize
@@ -77,6 +83,7 @@ class Tally:
     restarts: int = 0
     rebalances: int = 0
     duplicates: int = 0
+    stand_ins: int = 0  # authorizations the issuer approved without asking (AuthorizationApprovedByIssuer)
     stalls: int = 0
     zombies: int = 0
     postgres_restarts: int = 0
@@ -171,6 +178,8 @@ class Workload:
         self.wallets = [f"cw{index}" for index in range(config.wallets)]
         self.cards = {w: [f"{w}-c{n}" for n in range(2)] for w in self.wallets}
         self.approved: dict[str, AuthorizationDecided] = {}  # first approvals seen on auth.decisions
+        # Authorizations the issuer approved without asking (stand-ins): id → (wallet, card, amount).
+        self._stand_ins: dict[str, tuple[str, str, int]] = {}
         self._settled: set[str] = set()  # authorizations with a final clearing or a full reversal
         self._cleared: dict[str, int] = {}
         self._sent: list[tuple[Topic, Message]] = []  # for redelivery
@@ -299,6 +308,9 @@ class Workload:
     async def _lifecycle(self) -> None:
         open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
         roll = self._rng.random()
+        if roll < 0.05:
+            await self._stand_in()
+            return
         if roll < 0.1:
             wallet_id = self._rng.choice(self.wallets)
             card_id = self._rng.choice(self.cards[wallet_id])
@@ -335,6 +347,20 @@ class Workload:
                 **base, issuer_transaction_id=f"rf-{uuid.uuid4().hex[:10]}",
                 issuer_authorization_id=decision.issuer_authorization_id,
                 amount=_usd(self._rng.randrange(1, self._cleared[decision.issuer_authorization_id] + 1))))  # fmt: skip
+
+    async def _stand_in(self) -> None:
+        """An authorization the issuer approved without asking us: held whatever the caps (the
+        oracle counts it as exposure for every approval after it), reversed at the end.
+        """
+        wallet_id = self._rng.choice(self.wallets)
+        card_id = self._rng.choice(self.cards[wallet_id])
+        authorization_id, amount = f"sa-{self._rng.getrandbits(48):012x}", self._rng.randrange(10, 300)
+        self._stand_ins[authorization_id] = (wallet_id, card_id, amount)
+        self._tally.stand_ins += 1
+        await self.send(Topic.ISSUER_EVENTS, AuthorizationApprovedByIssuer(
+            event_id=uuid.uuid4(), wallet_id=wallet_id, card_id=card_id, issuer=Issuer.STRIPE,
+            occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id, amount=_usd(amount),
+            merchant=self._rng.choice(MERCHANTS)))  # fmt: skip
 
     async def _command(self, wallet_id: str) -> None:
         card_id = self._rng.choice(self.cards[wallet_id])
@@ -385,6 +411,11 @@ class Workload:
                 occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id,
                 amount=decision.amount, full=True))  # fmt: skip
             self._settled.add(authorization_id)
+        for authorization_id, (wallet_id, card_id, amount) in sorted(self._stand_ins.items()):
+            await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(
+                event_id=uuid.uuid4(), wallet_id=wallet_id, card_id=card_id, issuer=Issuer.STRIPE,
+                occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id, amount=_usd(amount),
+                full=True))  # fmt: skip
 
 
 async def follow_decisions(settings: Settings, workload: Workload, stop: asyncio.Event) -> None:

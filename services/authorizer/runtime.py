@@ -231,18 +231,19 @@ class Authorizer:
                 forgetting.cancel()
 
     async def forget_old_rows(self) -> None:
-        """Delete postings no window needs and published outbox rows past their retention; if
-        Postgres fails meanwhile, what is left waits for the next sweep.
+        """Delete postings no window needs, and published outbox rows and applied issuer events' ids
+        past their retention; if Postgres fails meanwhile, what is left waits for the next sweep.
         """
         now = self._clock()
         try:
             postings = await self._store.forget_old_postings(now)
             outbox = await self._store.forget_published(now)
+            applied = await self._store.forget_applied_events(now)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             _log.warning("old_rows_kept", error=_describe(error))
             return
-        if postings or outbox:
-            _log.info("old_rows_forgotten", postings=postings, outbox=outbox)
+        if postings or outbox or applied:
+            _log.info("old_rows_forgotten", postings=postings, outbox=outbox, applied_events=applied)
 
     async def sweep_expired_holds(self) -> int:
         """Release holds past their expiry on wallets of our partitions, through the usual commit."""

@@ -38,6 +38,10 @@ _SNAPSHOT_FIELDS = tuple(name for name in WalletState.__dataclass_fields__ if na
 _POSTINGS_MARGIN = timedelta(hours=1)
 # Published outbox rows are kept this long (for replays and investigations), then deleted.
 OUTBOX_RETENTION = timedelta(days=2)
+# Issuer events applied are remembered this long, so one is applied once: longer than Kafka keeps a
+# topic (7 days: a consumer rewound reads it again) plus an issuer's retries of a webhook (Stripe: up
+# to 3 days), with room to spare.
+APPLIED_EVENTS_RETENTION = timedelta(days=14)
 # Rows past their retention are deleted this many per statement.
 FORGET_CHUNK = 5_000
 
@@ -295,6 +299,20 @@ class Store:
         return await self._delete_in_chunks(
             """DELETE FROM authorizer.outbox WHERE outbox_id IN (
                    SELECT outbox_id FROM authorizer.outbox WHERE published_at < $1 ORDER BY published_at LIMIT $2)""",
+            now - keep,
+            chunk,
+        )
+
+    async def forget_applied_events(
+        self, now: datetime, keep: timedelta = APPLIED_EVENTS_RETENTION, chunk: int = FORGET_CHUNK
+    ) -> int:
+        """Delete the ids of issuer events applied more than `keep` ago, oldest first, `chunk` rows
+        per statement (by `applied_events_applied_at`, migration 0015); return how many.
+        """
+        return await self._delete_in_chunks(
+            """DELETE FROM authorizer.applied_events WHERE event_id IN (
+                   SELECT event_id FROM authorizer.applied_events WHERE applied_at < $1
+                   ORDER BY applied_at LIMIT $2)""",
             now - keep,
             chunk,
         )

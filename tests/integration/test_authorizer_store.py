@@ -4,6 +4,7 @@ what changed) reads back as the state that was in memory.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 
@@ -136,3 +137,30 @@ async def test_old_rows_are_forgotten_in_chunks_by_an_index(pool: asyncpg.Pool) 
             )
         )
     assert "outbox_published_at" in plan
+
+
+async def test_applied_issuer_events_are_forgotten_after_the_retention_by_an_index(pool: asyncpg.Pool) -> None:
+    """The ids of issuer events applied more than 14 days ago go (no retry or replay can bring them
+    again), three per statement; the recent ones stay, so a redelivery is still applied once. Found
+    through `applied_events_applied_at` (migration 0015), not by reading every id ever applied.
+    """
+    store = Store(pool, "group-applied")
+    old, recent = NOW - timedelta(days=15), NOW - timedelta(days=13)
+    ids = [uuid.uuid4() for _ in range(8)]
+    await pool.executemany(
+        "INSERT INTO authorizer.applied_events (event_id, wallet_id, applied_at) VALUES ($1, 'w', $2)",
+        [(event_id, old + timedelta(seconds=n)) for n, event_id in enumerate(ids[:7])] + [(ids[7], recent)],
+    )
+    assert await store.forget_applied_events(NOW, chunk=3) == 7
+    assert await store.applied_events(ids) == {ids[7]}
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in await connection.fetch(
+                "EXPLAIN SELECT event_id FROM authorizer.applied_events WHERE applied_at < $1"
+                " ORDER BY applied_at LIMIT 5000",
+                NOW,
+            )
+        )
+    assert "applied_events_applied_at" in plan
