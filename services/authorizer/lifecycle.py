@@ -94,23 +94,30 @@ def _clear(
 def _held_by_issuer(
     state: WalletState, event: AuthorizationApprovedByIssuer, now: datetime, rates: RateTable
 ) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, None]:
-    """The issuer approved an authorization we declined, never decided, or released at our deadline:
-    its amount is held from the moment of approval, whatever the caps (a cap it passes is reported),
-    until it clears, reverses or expires like any hold. Already held (our own approval, answered late
-    or recorded late), it stays as it is; either way our deadline's expiry no longer releases it.
+    """The issuer holds `amount` in all for this authorization, whatever we answered: one we declined,
+    never decided, or released at our deadline is held from the moment of approval, and one we hold
+    for less (an increment the issuer approved without us) grows to it, whatever the caps (a cap it
+    passes is reported); the hold then clears, reverses or expires like any. Held for as much or more
+    (our own approval), it stays as it is. Either way our deadline's expiry no longer releases it; and
+    once such a hold has ended (captured, reversed), the same authorization is never held again.
     """
     authorization_id = event.issuer_authorization_id
-    if authorization_id in state.issuer_held:
-        return (), state, None  # said before (under another event id): held once, at most
-    marked = state.evolve(issuer_held={**state.issuer_held, authorization_id: event.occurred_at})
+    hold = hold_of(state, authorization_id)
+    if hold is None and authorization_id in state.issuer_held:
+        return (), state, None  # held before, and ended since: counted once, at most
+    marked = state
+    if authorization_id not in state.issuer_held:
+        marked = state.evolve(issuer_held={**state.issuer_held, authorization_id: event.occurred_at})
     minor = _in_wallet_currency(state, event.amount, authorization_id, rates)
-    if hold_of(state, authorization_id) is not None or minor == 0:
+    if minor <= (0 if hold is None else hold.amount_minor):
         return (), marked, None
-    trace_id = _trace_of(state, authorization_id, event.card_id)
-    hold = Hold(authorization_id, event.card_id, trace_id, minor, event.occurred_at,
-                event.occurred_at + DEFAULT_HOLD_TTL)  # fmt: skip
-    held = set_hold(marked, authorization_id, hold)
-    return _breaches(state, held, event.card_id, trace_id, authorization_id, now), held, None
+    if hold is None:
+        trace_id = _trace_of(state, authorization_id, event.card_id)
+        hold = Hold(authorization_id, event.card_id, trace_id, minor, event.occurred_at,
+                    event.occurred_at + DEFAULT_HOLD_TTL)  # fmt: skip
+    held = set_hold(marked, authorization_id, hold._replace(amount_minor=minor))
+    breaches = _breaches(state, held, hold.card_id, hold.trace_id, authorization_id, now, key=event.event_id)
+    return breaches, held, None
 
 
 def _count_unasked(
@@ -163,9 +170,17 @@ def _money_moved(
 
 
 def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, always passed together
-    before: WalletState, after: WalletState, card_id: str, trace_id: str | None, transaction_id: str, now: datetime
+    before: WalletState,
+    after: WalletState,
+    card_id: str,
+    trace_id: str | None,
+    transaction_id: str,
+    now: datetime,
+    key: object = None,
 ) -> tuple[CapBreachedByIssuer, ...]:
-    """One event per cap that money moved without our approval pushed (further) over its limit."""
+    """One event per cap that money moved without our approval pushed (further) over its limit; its
+    id derives from `key` (by default the transaction: one breach per transaction and cap).
+    """
     if card_id not in after.cards:
         return ()
     earlier = {(c.cap, c.scope_id): c for c in applicable_caps(before, card_id, trace_id, now)}
@@ -179,7 +194,7 @@ def _breaches(  # noqa: PLR0917 - before/after states and the posting's ids, alw
             continue
         events.append(
             CapBreachedByIssuer(
-                event_id=derived_id("breach", transaction_id, check.cap, check.scope_id),
+                event_id=derived_id("breach", transaction_id if key is None else key, check.cap, check.scope_id),
                 command_id=None,
                 wallet_id=after.wallet_id,
                 actor="issuer",

@@ -506,17 +506,20 @@ class Answering:
         return True
 
     async def _approved_here(self, notice: Notice) -> bool:
-        """True when the answer on record for the authorization the issuer approved is our approval.
-        Anything else (our decline, our deadline's, none on record: a stand-in, or an answer not
-        recorded yet) is published; the authorizer holds the amount unless it holds it already.
+        """True when the answer on record for the authorization the issuer approved is our approval,
+        of as much. Anything else (our decline, our deadline's, none on record: a stand-in, or an
+        answer not recorded yet; more than we approved: an increment) is published; the authorizer
+        holds what it does not hold already.
         """
-        authorization_id = notice.fields["issuer_authorization_id"]
+        authorization_id, amount = notice.fields["issuer_authorization_id"], notice.fields["amount"]
         row = await self._lookups.find(notice.issuer.value, authorization_id)
-        if row is None or not row.approved:
-            _log.warning("approved_by_issuer", issuer=notice.issuer.value, authorization_id=authorization_id,
-                         answered="nothing" if row is None else row.reason)  # fmt: skip
-            return False
-        return True
+        ours = row is not None and row.approved and row.currency == amount.currency
+        if ours and row is not None and row.amount_minor >= amount.amount_minor:
+            return True
+        answered = "nothing" if row is None else f"{row.reason} {row.amount_minor} {row.currency}"
+        _log.warning("approved_by_issuer", issuer=notice.issuer.value, authorization_id=authorization_id,
+                     amount_minor=amount.amount_minor, currency=amount.currency, answered=answered)  # fmt: skip
+        return False
 
     async def _publish(self, topic: Topic, message: AuthorizationRequested | AnyIssuerEvent) -> None:
         """Send and wait for Kafka's acknowledgement (acks=all): nothing is answered on a lost request."""

@@ -241,6 +241,13 @@ def _stripe_authorization_update(event: _StripeEvent) -> Notice | Ignored:
         return _stripe_notice(
             event, card, AuthorizationExpired, issuer_authorization_id=auth.id, cause="issuer_expired"
         )
+    if auth.status == "pending" and isinstance(before, int) and before < auth.amount:
+        # More held than before: an increment Stripe approved. We decline every increment we are
+        # asked (decision 0006), so this one was approved without us: held as Stripe holds it.
+        return _stripe_notice(
+            event, card, AuthorizationApprovedByIssuer, issuer_authorization_id=auth.id,
+            amount=_money(auth.amount, auth.currency), merchant=_stripe_merchant(auth.merchant_data),
+        )  # fmt: skip
     if auth.status == "pending" and isinstance(before, int) and before > auth.amount:
         released = _money(before - auth.amount, auth.currency)
         return _stripe_notice(

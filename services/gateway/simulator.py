@@ -193,6 +193,28 @@ def stripe_reversal(authorization_id: str, card_token: str, held_minor: int, cur
     )
 
 
+def stripe_amount_changed(
+    authorization_id: str, card_token: str, amount_minor: int, previous_minor: int
+) -> dict[str, Any]:
+    """An `issuing_authorization.updated` of a pending authorization whose held amount changed: lowered
+    (part of the hold released) or raised (an increment Stripe approved).
+    """
+    return _stripe_event(
+        "issuing_authorization.updated",
+        {
+            "id": authorization_id,
+            "object": "issuing.authorization",
+            "amount": amount_minor,
+            "currency": "usd",
+            "approved": True,
+            "status": "pending",
+            "card": {"id": card_token, "object": "issuing.card"},
+            "merchant_data": _stripe_merchant(MERCHANT),
+        },
+        previous={"amount": previous_minor},
+    )
+
+
 def sign_for_stripe(event: dict[str, Any], secret: str, timestamp: int | None = None) -> Signed:
     """`event` as Stripe POSTs it to /webhooks/stripe."""
     body = json.dumps(event).encode()

@@ -30,6 +30,7 @@ from services.gateway.simulator import (
     sign_for_lithic,
     sign_for_stripe,
     sign_generic,
+    stripe_amount_changed,
     stripe_authorization_created,
     stripe_authorization_request,
     stripe_capture,
@@ -270,6 +271,33 @@ async def test_what_stripe_approved_without_us_is_held_and_our_own_approval_once
                await _stripe_ask(gateway, "iauth_c6", 1)]  # fmt: skip
     assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
         (False, "card_funds_insufficient"),
+        (True, "approved"),
+        (False, "card_funds_insufficient"),
+    ]
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_an_increment_stripe_approved_without_us_grows_the_hold(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
+) -> None:
+    """$6 approved on the $10 card; Stripe then holds $9 for it (issuing_authorization.updated: an
+    increment approved without us, our answer to it too late, say). The hold grows to $9, so $1 more
+    is approved and $0.01 after it is not. On the previous code the $3 was not counted until capture.
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    assert (await _stripe_ask(gateway, "iauth_i1", 600))["approved"] is True
+    async with asyncio.timeout(10):  # the answer is recorded just after it is sent
+        while not await pool.fetchval(  # noqa: ASYNC110 - polling the database
+            "SELECT approved FROM gateway.answers WHERE issuer_authorization_id = 'iauth_i1'"
+        ):
+            await asyncio.sleep(0.05)
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
+        response = await _post(gateway, sign_for_stripe(stripe_amount_changed("iauth_i1", TOKEN, 900, 600),
+                                                        STRIPE_SECRET))  # fmt: skip
+        assert response.json() == {"received": "authorization_approved_by_issuer"}
+        await lifecycle.wait_for(lambda items: len(items) >= 1)
+    answers = [await _stripe_ask(gateway, "iauth_i2", 100), await _stripe_ask(gateway, "iauth_i3", 1)]
+    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
         (True, "approved"),
         (False, "card_funds_insufficient"),
     ]

@@ -203,3 +203,26 @@ def test_the_issuers_approvals_are_forgotten_with_the_rest() -> None:
     assert "s1" in state.issuer_held
     _, state = run_on(state, request(1, auth="later"), at=NOW + timedelta(days=9))
     assert "s1" not in state.issuer_held
+
+
+def test_an_increment_the_issuer_approved_without_us_grows_the_hold() -> None:
+    """We hold $5.00; the issuer says it holds $8.00 (an increment approved without us): the hold
+    grows by $3.00, over the $7.00 cap, reported; said again, nothing more.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(700)))
+    _, state = run_on(state, request(500, auth="a1"))
+    events, state = run_on(state, approved_by_issuer("a1", 800), approved_by_issuer("a1", 800))
+    assert _moved(events) == [(2, 300, 0, 0)]
+    assert [(e.cap, e.over_by.amount_minor) for e in events if isinstance(e, CapBreachedByIssuer)] == [
+        (CapKind.WALLET_ROLLING_24H, 100)
+    ]
+    assert _usage(state) == (0, 800)
+
+
+def test_a_hold_the_issuer_placed_is_never_placed_again_once_it_ended() -> None:
+    """Placed, then captured: the same authorization approved again (a late delivery under another
+    event id) holds nothing more.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    events, state = run_on(state, approved_by_issuer("s1", 300), cleared("s1", 300), approved_by_issuer("s1", 300))
+    assert (_moved(events), _usage(state)) == ([(2, 300, 0, 0), (1, 0, 300, 300)], (300, 0))

@@ -29,6 +29,7 @@ from services.gateway.issuers import (
 from services.gateway.simulator import (
     generic_authorization_request,
     lithic_asa,
+    stripe_amount_changed,
     stripe_authorization_created,
     stripe_authorization_request,
     stripe_capture,
@@ -208,3 +209,18 @@ def test_stripe_answers_carry_the_reason_in_metadata() -> None:
         "approved": False,
         "metadata": {"pursestrings_reason": "trace_cap"},
     }
+
+
+def test_a_stripe_authorization_held_for_more_is_approved_by_the_issuer_and_for_less_reversed() -> None:
+    """issuing_authorization.updated of a pending authorization: a higher amount is an increment
+    Stripe approved (we decline those we are asked), held as Stripe holds it (the new total); a
+    lower one releases the difference.
+    """
+    raised = read_stripe(_body(stripe_amount_changed("iauth_1", "ic_1", 900, 600)))
+    lowered = read_stripe(_body(stripe_amount_changed("iauth_1", "ic_1", 400, 600)))
+    assert isinstance(raised, Notice)
+    assert isinstance(lowered, Notice)
+    assert [(n.event_type, n.fields["amount"]) for n in (raised, lowered)] == [
+        (AuthorizationApprovedByIssuer, Money.of(900, "USD")),
+        (AuthorizationReversed, Money.of(200, "USD")),
+    ]
