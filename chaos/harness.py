@@ -309,7 +309,7 @@ class Workload:
         open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
         roll = self._rng.random()
         if roll < 0.05:
-            await self._stand_in()
+            await self._stand_in(open_)
             return
         if roll < 0.1:
             wallet_id = self._rng.choice(self.wallets)
@@ -348,10 +348,22 @@ class Workload:
                 issuer_authorization_id=decision.issuer_authorization_id,
                 amount=_usd(self._rng.randrange(1, self._cleared[decision.issuer_authorization_id] + 1))))  # fmt: skip
 
-    async def _stand_in(self) -> None:
+    async def _stand_in(self, open_: list[str]) -> None:
         """An authorization the issuer approved without asking us: held whatever the caps (the
-        oracle counts it as exposure for every approval after it), reversed at the end.
+        oracle counts it as exposure for every approval after it), reversed at the end. One time in
+        three, an increment the issuer approved on an open authorization of ours instead: its hold
+        grows to the new total.
         """
+        grown = [a for a in open_ if not a.startswith(WEBHOOK_PREFIX)]
+        if grown and self._rng.random() < 1 / 3:
+            decision = self.approved[self._rng.choice(sorted(grown))]
+            self._tally.stand_ins += 1
+            total = decision.amount.amount_minor + self._rng.randrange(10, 300)
+            await self.send(Topic.ISSUER_EVENTS, AuthorizationApprovedByIssuer(
+                event_id=uuid.uuid4(), wallet_id=decision.wallet_id, card_id=decision.card_id, issuer=Issuer.STRIPE,
+                occurred_at=datetime.now(UTC), issuer_authorization_id=decision.issuer_authorization_id,
+                amount=_usd(total)))  # fmt: skip
+            return
         wallet_id = self._rng.choice(self.wallets)
         card_id = self._rng.choice(self.cards[wallet_id])
         authorization_id, amount = f"sa-{self._rng.getrandbits(48):012x}", self._rng.randrange(10, 300)
