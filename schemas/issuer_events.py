@@ -4,10 +4,10 @@ decision. Written by the gateway; read by the authorizer and the ledger. Pure da
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.common import Contract, Identifier, Issuer, Merchant, Timestamp
 from schemas.money import Money
@@ -46,8 +46,19 @@ class AuthorizationExpired(_IssuerEvent):
     """A hold ends without clearing: the gateway's deadline passed, the issuer expired it, or it aged out."""
 
     type: Literal["authorization_expired"] = "authorization_expired"
+    # Version 2 adds `amount`: what the request the gateway gave up on asked for, so that the expiry of
+    # a request reusing an earlier one's id (another amount or card) does not release the earlier
+    # one's hold (decision 0006).
+    schema_version: Literal[1, 2] = 1  # type: ignore[assignment]  # a version 2 since 2026-11-24
     issuer_authorization_id: Identifier
     cause: Literal["gateway_deadline", "issuer_expired", "hold_timeout"]
+    amount: Money | None = Field(default=None, description="the request's amount (version 2, gateway_deadline only)")
+
+    @model_validator(mode="after")
+    def _amount_in_version_2_at_our_deadline(self) -> Self:
+        if self.amount is not None and (self.schema_version == 1 or self.cause != "gateway_deadline"):
+            raise ValueError("amount is the gateway's deadline's (cause gateway_deadline) and needs schema_version 2")
+        return self
 
 
 class RefundPosted(_IssuerEvent):

@@ -53,9 +53,8 @@ def _apply(
     state: WalletState, event: AnyIssuerEvent, now: datetime, rates: RateTable
 ) -> tuple[tuple[CapBreachedByIssuer, ...], WalletState, Posting | None]:
     if isinstance(event, AuthorizationExpired):
-        # Our deadline's expiry does not release a hold the issuer approved whatever we answered.
-        issuers = event.cause == "gateway_deadline" and event.issuer_authorization_id in state.issuer_held
-        return (), state if issuers else _release(state, event.issuer_authorization_id, None, now), None
+        kept = event.cause == "gateway_deadline" and _not_ours_to_release(state, event, rates)
+        return (), state if kept else _release(state, event.issuer_authorization_id, None, now), None
     if isinstance(event, AuthorizationApprovedByIssuer):
         return _held_by_issuer(state, event, now, rates)
     if isinstance(event, AuthorizationReversed):
@@ -89,6 +88,30 @@ def _clear(
     if minor <= hold.amount_minor:
         return (), posted, posting
     return _breaches(state, posted, hold.card_id, hold.trace_id, event.issuer_transaction_id, now), posted, posting
+
+
+def _not_ours_to_release(state: WalletState, event: AuthorizationExpired, rates: RateTable) -> bool:
+    """Whether our deadline's expiry must leave the authorization's hold alone: the issuer approved it
+    whatever we answered (`issuer_held`), or the expiry is of another request that reused the id of
+    the one decided (another card or amount: the authorizer repeated its first decision to it, and the
+    gateway declined it). An expiry without the request's amount (version 1) releases as before.
+    """
+    authorization_id = event.issuer_authorization_id
+    if authorization_id in state.issuer_held:
+        return True
+    if event.amount is None:
+        return False
+    remembered = state.decisions.get(authorization_id)
+    if remembered is not None:
+        decision = recall(remembered)
+        return (decision.card_id, decision.amount) != (event.card_id, event.amount)
+    hold = hold_of(state, authorization_id)
+    if hold is None:
+        return False
+    return (hold.card_id, hold.amount_minor) != (
+        event.card_id,
+        _in_wallet_currency(state, event.amount, authorization_id, rates),
+    )
 
 
 def _held_by_issuer(

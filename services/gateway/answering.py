@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import Issuer, ReasonCode
 from schemas.issuer_events import AnyIssuerEvent, AuthorizationApprovedByIssuer, AuthorizationExpired
+from schemas.money import Money
 from schemas.registry import serialize
 from schemas.topics import Topic, message_key, topic_name
 from services.gateway.answer_log import AnswerLog, AnswerLookups, AnswerRow
@@ -104,9 +105,16 @@ def _reused(ask: Ask, first: str) -> Answer:
     return _declined(ReasonCode.INVALID_REQUEST)
 
 
-def _expiry(issuer: Issuer, authorization_id: str, wallet_id: str, card_id: str, now: datetime) -> AuthorizationExpired:
-    """The gateway's expiry of an authorization it declined itself (its id derived, so repeats apply once)."""
+def _expiry(  # noqa: PLR0917 - the fields of the event, from a request or an answer's row
+    issuer: Issuer, authorization_id: str, wallet_id: str, card_id: str, amount: Money, now: datetime
+) -> AuthorizationExpired:
+    """The gateway's expiry of an authorization it declined itself (its id derived, so repeats apply
+    once), with the amount its request asked for: the authorizer then leaves alone the hold of an
+    earlier, different request that used the same id (version 2).
+    """
     return AuthorizationExpired(
+        schema_version=2,
+        amount=amount,
         event_id=issuer_event_id(issuer, "deadline", authorization_id),
         wallet_id=wallet_id,
         card_id=card_id,
@@ -311,14 +319,14 @@ class Answering:
         applied once.
         """
         rows = await self._pool.fetch(
-            """SELECT issuer, issuer_authorization_id, wallet_id, card_id FROM gateway.answers
+            """SELECT issuer, issuer_authorization_id, wallet_id, card_id, amount_minor, currency FROM gateway.answers
                WHERE expiry_owed_since < now() - $1::interval ORDER BY expiry_owed_since LIMIT $2""",
             older_than, limit,
         )  # fmt: skip
         paid: list[tuple[str, str]] = []
         for row in rows:
-            expired = _expiry(Issuer(row["issuer"]), row["issuer_authorization_id"], row["wallet_id"],
-                              row["card_id"], self._clock())  # fmt: skip
+            expired = _expiry(Issuer(row["issuer"]), row["issuer_authorization_id"], row["wallet_id"], row["card_id"],
+                              Money.of(row["amount_minor"], row["currency"]), self._clock())  # fmt: skip
             try:
                 await self._publish(Topic.ISSUER_EVENTS, expired)
             except Exception as error:  # noqa: BLE001 - Kafka still away: the rest waits for the next round
@@ -432,7 +440,7 @@ class Answering:
         when Kafka refused it (logged; the caller leaves it owed).
         """
         expired = _expiry(request.issuer, request.issuer_authorization_id, request.wallet_id, request.card_id,
-                          self._clock())  # fmt: skip
+                          request.amount, self._clock())  # fmt: skip
         try:
             await self._publish(Topic.ISSUER_EVENTS, expired)
         except Exception as error:  # noqa: BLE001 - the issuer still gets its decline; the gap is logged

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from schemas.common import Issuer
+from schemas.money import Money
 from schemas.topics import Topic
 from schemas.wallet import CreateCard, CreateWallet
 from services.authorizer.runtime import Authorizer
@@ -368,8 +369,8 @@ async def test_with_the_authorizer_down_the_answer_is_a_decline_within_the_deadl
         {"pursestrings_reason": "deadline_exceeded"},
         True,
     )
-    assert ([(e.type, e.cause) for e in expired], [d.approved for d in decided], holds) == (
-        [("authorization_expired", "gateway_deadline")],
+    assert ([(e.type, e.cause, e.schema_version, e.amount) for e in expired], [d.approved for d in decided], holds) == (
+        [("authorization_expired", "gateway_deadline", 2, Money.of(100, "USD"))],
         [False],
         0,
     )
@@ -413,8 +414,8 @@ async def test_an_expiry_still_owed_is_published_by_the_relay(
         "SELECT issuer_authorization_id FROM gateway.answers WHERE expiry_owed_since IS NOT NULL"
     )
     assert (relayed, again, [r["issuer_authorization_id"] for r in still_owed]) == (1, 0, ["iauth_fresh"])
-    assert [(e.type, e.issuer_authorization_id, e.wallet_id, e.card_id, e.cause) for e in expired] == [
-        ("authorization_expired", "iauth_owed", "w-owed", "c-owed", "gateway_deadline")
+    assert [(e.type, e.issuer_authorization_id, e.wallet_id, e.card_id, e.cause, e.amount) for e in expired] == [
+        ("authorization_expired", "iauth_owed", "w-owed", "c-owed", "gateway_deadline", Money.of(100, "USD"))
     ]
 
 

@@ -81,9 +81,14 @@ def reversed_(auth: str, amount_minor: int, at: datetime = NOW, *, full: bool = 
     )
 
 
-def expired(auth: str, at: datetime = NOW) -> AuthorizationExpired:
-    """The gateway gave up on `auth`."""
-    return AuthorizationExpired(**lifecycle_fields(at), issuer_authorization_id=auth, cause="gateway_deadline")
+def expired(auth: str, at: datetime = NOW, amount_minor: int | None = None, card: str = CARD) -> AuthorizationExpired:
+    """The gateway gave up on `auth` (version 2, naming its request's amount, when `amount_minor`)."""
+    if amount_minor is None:
+        return AuthorizationExpired(**lifecycle_fields(at), issuer_authorization_id=auth, cause="gateway_deadline")
+    return AuthorizationExpired(
+        **lifecycle_fields(at) | {"card_id": card}, schema_version=2, issuer_authorization_id=auth,
+        cause="gateway_deadline", amount=usd(amount_minor),
+    )  # fmt: skip
 
 
 def refund(amount_minor: int, at: datetime = NOW, auth: str | None = None) -> RefundPosted:

@@ -129,6 +129,13 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
             ),
             AuthorizationReversed(**lifecycle, issuer_authorization_id="iauth_3", amount=usd(50), full=False),
             AuthorizationExpired(**lifecycle, issuer_authorization_id="iauth_4", cause="gateway_deadline"),
+            AuthorizationExpired(
+                **lifecycle | {"event_id": uuid.uuid4()},
+                schema_version=2,
+                issuer_authorization_id="iauth_5",
+                cause="gateway_deadline",
+                amount=usd(450),
+            ),
             RefundPosted(**lifecycle, issuer_transaction_id="itx_2", issuer_authorization_id="iauth_2", amount=usd(30)),
             ForcePosted(**lifecycle, issuer_transaction_id="itx_3", amount=usd(999), merchant=MERCHANT),
             AuthorizationApprovedByIssuer(

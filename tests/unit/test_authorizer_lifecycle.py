@@ -226,3 +226,20 @@ def test_a_hold_the_issuer_placed_is_never_placed_again_once_it_ended() -> None:
     state = wallet(WalletCaps(rolling_24h=usd(1_000)))
     events, state = run_on(state, approved_by_issuer("s1", 300), cleared("s1", 300), approved_by_issuer("s1", 300))
     assert (_moved(events), _usage(state)) == ([(2, 300, 0, 0), (1, 0, 300, 300)], (300, 0))
+
+
+def test_our_deadlines_expiry_of_a_request_reusing_an_id_leaves_the_first_ones_hold() -> None:
+    """$5.00 approved as a1. Another request reused a1 for $9.00 (or on another card) at another
+    gateway, got the first decision repeated, was declined, and its deadline's expiry names its own
+    amount: a1's hold stays. The expiry of a1's own request ($5.00 on its card) releases it. With
+    the decision no longer in memory, the hold is compared instead.
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(1_000)))
+    _, state = run_on(state, request(500, auth="a1"))
+    _, kept = run_on(state, expired("a1", amount_minor=900), expired("a1", amount_minor=500, card="card_9"))
+    _, released = run_on(state, expired("a1", amount_minor=500))
+    assert (_usage(kept), _usage(released)) == ((0, 500), (0, 0))
+    forgotten = state.evolve(decisions={})
+    _, kept = run_on(forgotten, expired("a1", amount_minor=900))
+    _, released = run_on(forgotten, expired("a1", amount_minor=500))
+    assert (_usage(kept), _usage(released)) == ((0, 500), (0, 0))

@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from schemas.common import CapKind, ReasonCode
+from schemas.issuer_events import AuthorizationExpired
 from schemas.registry import TOPIC_MESSAGES, InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key
 from schemas.wallet import CreateCard, CreateWallet, RaiseCap, UpdateCaps
@@ -35,13 +36,24 @@ def test_every_contract_has_a_sample() -> None:
 @pytest.mark.parametrize(("topic", "message"), ALL_SAMPLES, ids=lambda value: getattr(value, "type", str(value)))
 def test_contract_round_trips_through_its_topic(topic: Topic, message: BaseModel) -> None:
     """Serialize → parse gives back an equal, frozen value with schema_version 1 (2 only for a
-    `MoneyMoved` that places a hold).
+    `MoneyMoved` that places a hold and our deadline's expiry with the request's amount).
     """
     parsed = parse(topic, serialize(message))
-    version = 2 if getattr(message, "hold_placed_minor", 0) else 1
+    expired_with_amount = isinstance(message, AuthorizationExpired) and message.amount is not None
+    version = 2 if getattr(message, "hold_placed_minor", 0) or expired_with_amount else 1
     assert (parsed, parsed.schema_version) == (message, version)
     with pytest.raises(ValidationError):
         setattr(parsed, "schema_version", 3)  # noqa: B010 - mypy rightly refuses the plain assignment
+
+
+def test_the_amount_of_an_expiry_is_our_deadlines_and_needs_version_2() -> None:
+    """Only the gateway's deadline names the request's amount, and only in version 2."""
+    expiry = next(
+        m for m in samples()[Topic.ISSUER_EVENTS] if getattr(m, "amount", None) and m.type == "authorization_expired"
+    )
+    for changes in ({"schema_version": 1}, {"cause": "issuer_expired"}):
+        with pytest.raises(InvalidMessage, match="needs schema_version 2"):
+            parse(Topic.ISSUER_EVENTS, _mutated(expiry, **changes))
 
 
 def test_a_hold_placed_by_the_issuer_needs_money_moved_version_2() -> None:
