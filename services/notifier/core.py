@@ -21,9 +21,16 @@ from schemas.authorizations import AuthorizationDecided
 from schemas.common import CapKind
 from schemas.registry import serialize
 from schemas.topics import Topic, topic_name
-from schemas.wallet import CapRaised, CardCreated, CommandRejected, RaiseCap, WalletCreated
+from schemas.wallet import CapBreachedByIssuer, CapRaised, CardCreated, CommandRejected, RaiseCap, WalletCreated
 from services.notifier import messages, store
-from services.notifier.metrics import CLICKS, DECIDED, DECLINES_FOLDED, REQUESTS_OPENED, TIME_TO_DECISION
+from services.notifier.metrics import (
+    BREACHES_NOTICED,
+    CLICKS,
+    DECIDED,
+    DECLINES_FOLDED,
+    REQUESTS_OPENED,
+    TIME_TO_DECISION,
+)
 from services.notifier.requests import WalletInfo, draft, may_decide, raise_command
 from services.platform.consuming import IdempotentConsumer, Record
 from services.platform.logging import get_logger
@@ -96,7 +103,33 @@ class Notifier:
             return await self._confirmed(connection, message.command_id, "rejected", None, message.error)
         elif isinstance(message, AuthorizationDecided) and not message.approved:
             return await self._declined(connection, message)
+        elif isinstance(message, CapBreachedByIssuer):
+            return await self._breached(connection, message)
         return False
+
+    async def _breached(self, connection: store.Connection, breach: CapBreachedByIssuer) -> bool:
+        """Say in the wallet's channel that money the issuer moved without us pushed a cap over."""
+        wallet = await store.load_wallet(connection, breach.wallet_id)
+        channel = (wallet.slack_channel if wallet is not None else None) or self._settings.slack_default_channel
+        text, blocks = messages.breached(
+            messages.Breach(
+                wallet_id=breach.wallet_id,
+                wallet_label=wallet.label if wallet is not None else "",
+                cap=breach.cap.value,
+                scope_id=breach.scope_id,
+                currency=breach.limit.currency,
+                used_minor=breach.spent.amount_minor,
+                limit_minor=breach.limit.amount_minor,
+                over_minor=breach.over_by.amount_minor,
+                moved_by=breach.issuer_transaction_id,
+            )
+        )
+        owed = await store.owe_notice(connection, breach.event_id, {"channel": channel, "text": text, "blocks": blocks})
+        if owed:
+            BREACHES_NOTICED.inc()
+            _log.info("breach_noticed", wallet_id=breach.wallet_id, cap=breach.cap.value, scope_id=breach.scope_id,
+                      over_by_minor=breach.over_by.amount_minor, issuer_id=breach.issuer_transaction_id)  # fmt: skip
+        return owed
 
     async def _declined(self, connection: store.Connection, decision: AuthorizationDecided) -> bool:
         wallet = await store.load_wallet(connection, decision.wallet_id)

@@ -139,3 +139,48 @@ def decided(
     footer = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"request `{c.request_id}`"}]}
     return line.replace("*", ""), [*_context_blocks(c), {"type": "section", "text": {"type": "mrkdwn", "text": line}},
                                    footer]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A cap that money the issuer moved without our approval pushed over its limit."""
+
+    wallet_id: str
+    wallet_label: str
+    cap: str
+    scope_id: str
+    currency: str
+    used_minor: int
+    limit_minor: int
+    over_minor: int
+    moved_by: str  # the issuer's transaction (or authorization) id
+
+
+_BREACH_WHY = (
+    ":warning: The issuer moved this money without asking us (a force capture, a network stand-in, or an "
+    "increment approved without us), so no cap could decline it. Later purchases are declined until there "
+    "is room again."
+)
+
+
+def breached(b: Breach) -> tuple[str, list[dict[str, Any]]]:
+    """A notice, not a request: nothing to approve, the money has moved; someone should look at the agent."""
+    agent = b.wallet_label or b.wallet_id
+    cap_name = _CAP_NAMES.get(b.cap, b.cap)
+    used, limit, over = (_money(minor, b.currency) for minor in (b.used_minor, b.limit_minor, b.over_minor))
+    text = (
+        f"{agent} is over its {cap_name}: the issuer let money through without asking us. "
+        f"{used} of {limit} used, {over} over."
+    )
+    fields = [
+        f"*Agent*\n{agent} (`{b.wallet_id}`)",
+        f"*Cap*\n{cap_name} (`{b.scope_id}`)",
+        f"*Used*\n{used} of {limit}",
+        f"*Over by*\n{over}",
+    ]
+    return text, [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{agent} is over its {cap_name}"[:150]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": field} for field in fields]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _BREACH_WHY}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"issuer's id `{b.moved_by}`"}]},
+    ]

@@ -8,6 +8,9 @@ REQUESTS_OPENED = Counter("pursestrings_notifier_requests_opened", "Approval req
 DECLINES_FOLDED = Counter(
     "pursestrings_notifier_declines_folded", "Cap declines folded into an already open request of their window"
 )
+BREACHES_NOTICED = Counter(
+    "pursestrings_notifier_breaches_noticed", "Caps the issuer's money pushed over, said in Slack (once per breach)"
+)
 DECIDED = Counter("pursestrings_notifier_requests_decided", "Approval requests decided, by outcome", ["outcome"])
 TIME_TO_DECISION = Histogram(
     "pursestrings_notifier_time_to_decision_seconds",

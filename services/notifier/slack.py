@@ -4,7 +4,8 @@ and 5xx back off exponentially, and nothing owed is dropped. Runs beside the con
 A row is marked delivered in the transaction that claimed it; a crash between Slack's answer and
 that commit sends it again (at least once: a duplicate message is better than a lost request).
 `chat.update` is rendered at delivery from the request's current state, so a late update never
-shows an older state than an earlier one.
+shows an older state than an earlier one. A notice (a cap the issuer's money pushed over) is a
+`chat.postMessage` of no request, sent as it was rendered.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def deliver_due(pool: asyncpg.Pool, client: AsyncWebClient) -> int:
         rows = await connection.fetch(
             """SELECT o.id, o.method, o.payload, o.attempts, r.channel, r.message_channel, r.message_ts, r.state,
                       r.decided_by, r.decided_at, r.new_limit_minor, r.context, r.request_id
-               FROM notifier.slack_outbox o JOIN notifier.requests r USING (request_id)
+               FROM notifier.slack_outbox o LEFT JOIN notifier.requests r USING (request_id)
                WHERE o.delivered_at IS NULL AND o.next_attempt_at <= now()
                ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",
             BATCH,
@@ -110,7 +111,7 @@ async def _send(
         "UPDATE notifier.slack_outbox SET attempts = $2, delivered_at = now(), last_error = NULL WHERE id = $1",
         row["id"], attempts,
     )  # fmt: skip
-    if method == "chat.postMessage":
+    if method == "chat.postMessage" and row["request_id"] is not None:  # a notice has no message to update
         await connection.execute(
             "UPDATE notifier.requests SET message_channel = $2, message_ts = $3 WHERE request_id = $1",
             row["request_id"], response.get("channel"), response.get("ts"),

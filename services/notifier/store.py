@@ -164,6 +164,18 @@ async def owe(connection: Connection, request_id: uuid.UUID, method: str, payloa
     )  # fmt: skip
 
 
+async def owe_notice(connection: Connection, notice_id: uuid.UUID, payload: dict[str, Any]) -> bool:
+    """Add a notice (a `chat.postMessage` of no request) to the outbox, once per `notice_id`; False
+    when it was added before (a redelivered event).
+    """
+    added = await connection.fetchval(
+        """INSERT INTO notifier.slack_outbox (notice_id, method, payload) VALUES ($1, 'chat.postMessage', $2)
+           ON CONFLICT (notice_id) DO NOTHING RETURNING id""",
+        notice_id, json.dumps(payload),
+    )  # fmt: skip
+    return added is not None
+
+
 async def request(connection: Connection, request_id: uuid.UUID) -> asyncpg.Record | None:
     """One request row."""
     return await connection.fetchrow("SELECT * FROM notifier.requests WHERE request_id = $1", request_id)

@@ -16,14 +16,14 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas.common import Issuer, ReasonCode
+from schemas.common import CapKind, Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.topics import Topic
-from schemas.wallet import CapRaised, CreateCard, CreateWallet
+from schemas.wallet import CapBreachedByIssuer, CapRaised, CreateCard, CreateWallet
 from services.notifier.core import Notifier
 from services.notifier.standin import Fault, block_actions, signed_form
 from services.platform.settings import Settings
-from tests.support.builders import command_fields, request, usd
+from tests.support.builders import command_fields, force_post, request, usd
 from tests.support.kafka_io import Collector, apply_commands, publish
 from tests.support.samples import MERCHANT
 from tests.support.services import SLACK_SIGNING_SECRET, SlackLoop, running_authorizer, running_notifier_with_slack
@@ -273,3 +273,39 @@ async def test_a_raise_above_the_maximum_is_refused_and_slack_5xx_are_retried(
         assert row["state"] == "pending"
         outcome = await pool.fetchval("SELECT outcome FROM notifier.clicks WHERE user_id = $1", APPROVER)
         assert outcome == "refused_above_maximum"
+
+
+async def test_money_the_issuer_moved_over_a_cap_is_said_once_in_the_channel(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """A $12.00 force capture on the $10.00 wallet: the authorizer counts it and reports the breach;
+    the notifier says so in the wallet's channel, a notice with no buttons (the money has moved).
+    The breach redelivered says nothing twice.
+    """
+    async with running_authorizer(kafka_topics, pool), running_notifier_with_slack(kafka_topics, pool) as loop:
+        await _wallet(kafka_topics)
+        forced = force_post(1_200, datetime.now(UTC)).model_copy(update={"wallet_id": WALLET, "card_id": CARD})
+        async with Collector(kafka_topics, Topic.WALLET_EVENTS) as events:
+            await publish(kafka_topics, Topic.ISSUER_EVENTS, [forced])
+            said = await events.wait_for(lambda items: any(isinstance(e, CapBreachedByIssuer) for e in items))
+        breaches = [e for e in said if isinstance(e, CapBreachedByIssuer)]
+        rolling = next(b for b in breaches if b.cap == CapKind.WALLET_ROLLING_24H)
+        messages = await _eventually(lambda: len(_messages(loop)) >= len(breaches) and _messages(loop))
+        notice = next(m for m in messages if "rolling 24 h cap" in m["text"])
+        assert notice["channel_name"] == "#agents"
+        assert notice["text"] == (
+            "research agent is over its rolling 24 h cap: the issuer let money through without asking us. "
+            "$12.00 of $10.00 used, $2.00 over."
+        )
+        assert f"issuer's id `{forced.issuer_transaction_id}`" in _texts(notice)
+        assert not [b for b in notice["blocks"] if b["type"] == "actions"]
+        await publish(kafka_topics, Topic.WALLET_EVENTS, [rolling])  # redelivered
+        # A card created after it, on the wallet's partition: once the notifier knows it, it has read the repeat.
+        marker = CreateCard(**command_fields(datetime.now(UTC)) | {"wallet_id": WALLET}, card_id="card_after",
+                            issuer=Issuer.STRIPE, issuer_card_token="ic_card_after", last4="0000")  # fmt: skip
+        await apply_commands(kafka_topics, [marker])
+        await _eventually(lambda: pool.fetchval("SELECT true FROM notifier.cards WHERE card_id = 'card_after'"))
+        notices = "SELECT count(*) FROM notifier.slack_outbox WHERE notice_id IS NOT NULL"
+        assert await pool.fetchval(notices) == len(breaches)
+        await asyncio.sleep(0.5)  # the delivery loop's period: a second message, were one owed, would be sent
+        assert len(_messages(loop)) == len(breaches)
