@@ -4,7 +4,7 @@ decision. Written by the gateway; read by the authorizer and the ledger. Pure da
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 from uuid import UUID
 
 from pydantic import Field, model_validator
@@ -105,3 +105,7 @@ AnyIssuerEvent = (
     | AuthorizationApprovedByIssuer
 )
 IssuerEvent = Annotated[AnyIssuerEvent, Field(discriminator="type")]
+# Each issuer event's contract by its `type`: the one list every reader of issuer.events goes by.
+ISSUER_EVENT_TYPES: dict[str, type[AnyIssuerEvent]] = {
+    event.model_fields["type"].default: event for event in get_args(AnyIssuerEvent)
+}

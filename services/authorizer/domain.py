@@ -10,7 +10,7 @@ from datetime import datetime
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import ReasonCode
-from schemas.issuer_events import AnyIssuerEvent, AuthorizationExpired
+from schemas.issuer_events import ISSUER_EVENT_TYPES, AnyIssuerEvent, AuthorizationExpired
 from schemas.wallet import AnyWalletCommand, AnyWalletEvent
 from services.authorizer.commands import apply_command
 from services.authorizer.decide import answer_fields, decide_authorization, forget_old
@@ -38,16 +38,7 @@ def decide(state: WalletState | None, message: Inbound, now: datetime, rates: Ra
     return (*expired, *wallet_events), new_state
 
 
-_ISSUER_TYPES = frozenset(
-    {
-        "authorization_cleared",
-        "authorization_reversed",
-        "authorization_expired",
-        "refund_posted",
-        "force_posted",
-        "authorization_approved_by_issuer",
-    }
-)
+_ISSUER_TYPES = frozenset(ISSUER_EVENT_TYPES)
 
 
 def _without_wallet(message: Inbound, now: datetime) -> Outcome:

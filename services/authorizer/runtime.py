@@ -23,11 +23,10 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.issuer_events import (
+    ISSUER_EVENT_TYPES,
     AuthorizationApprovedByIssuer,
     AuthorizationCleared,
-    AuthorizationExpired,
     AuthorizationReversed,
-    ForcePosted,
     RefundPosted,
 )
 from schemas.registry import InvalidMessage, parse, serialize
@@ -84,14 +83,7 @@ SWEEP_INTERVAL = timedelta(seconds=60)
 LAG_EVERY_MS = 1_000
 BATCH_MAX_RECORDS = 500
 # Issuer events are applied once per event id (the issuer retries webhooks; producers may repeat).
-_ISSUER_EVENTS = (
-    AuthorizationCleared,
-    AuthorizationReversed,
-    AuthorizationExpired,
-    RefundPosted,
-    ForcePosted,
-    AuthorizationApprovedByIssuer,
-)
+_ISSUER_EVENTS = tuple(ISSUER_EVENT_TYPES.values())
 # Issuer events that count money by an authorization's decision (its trace, its exchange).
 _NAMING_AN_AUTHORIZATION = (RefundPosted, AuthorizationCleared, AuthorizationReversed, AuthorizationApprovedByIssuer)
 _log = get_logger("authorizer")

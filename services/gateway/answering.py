@@ -521,8 +521,12 @@ class Answering:
         """
         authorization_id, amount = notice.fields["issuer_authorization_id"], notice.fields["amount"]
         row = await self._lookups.find(notice.issuer.value, authorization_id)
-        ours = row is not None and row.approved and row.currency == amount.currency
-        if ours and row is not None and row.amount_minor >= amount.amount_minor:
+        if (
+            row is not None
+            and row.approved
+            and row.currency == amount.currency
+            and row.amount_minor >= amount.amount_minor
+        ):
             return True
         answered = "nothing" if row is None else f"{row.reason} {row.amount_minor} {row.currency}"
         _log.warning("approved_by_issuer", issuer=notice.issuer.value, authorization_id=authorization_id,

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from schemas.common import Issuer, Merchant, ReasonCode
 from schemas.issuer_events import (
+    ISSUER_EVENT_TYPES,
+    AnyIssuerEvent,
     AuthorizationApprovedByIssuer,
     AuthorizationCleared,
     AuthorizationExpired,
@@ -26,14 +28,7 @@ from schemas.issuer_events import (
 )
 from schemas.money import Money
 
-NoticeType = type[
-    AuthorizationCleared
-    | AuthorizationReversed
-    | AuthorizationExpired
-    | RefundPosted
-    | ForcePosted
-    | AuthorizationApprovedByIssuer
-]
+NoticeType = type[AnyIssuerEvent]
 
 
 class WebhookInvalid(ValueError):
@@ -376,14 +371,7 @@ class _GenericAsk(_In):
     merchant: Merchant
 
 
-_GENERIC_NOTICES: dict[str, NoticeType] = {
-    "authorization_cleared": AuthorizationCleared,
-    "authorization_reversed": AuthorizationReversed,
-    "authorization_expired": AuthorizationExpired,
-    "refund_posted": RefundPosted,
-    "force_posted": ForcePosted,
-    "authorization_approved_by_issuer": AuthorizationApprovedByIssuer,
-}
+_GENERIC_NOTICES: dict[str, NoticeType] = ISSUER_EVENT_TYPES  # every issuer event, by its type
 
 
 class _GenericNotice(_In):

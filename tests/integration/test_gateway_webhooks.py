@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -99,6 +100,21 @@ async def _post(client: httpx.AsyncClient, signed: Signed) -> httpx.Response:
     return await client.post(signed.path, content=signed.body, headers=signed.headers)
 
 
+def _outcomes(answers: list[Any]) -> list[tuple[bool, str]]:
+    """(approved, our reason code) of each Stripe answer."""
+    return [(answer["approved"], answer["metadata"]["pursestrings_reason"]) for answer in answers]
+
+
+async def _until_recorded(pool: asyncpg.Pool, authorization_id: str) -> None:
+    """Wait until the authorizer's approval of `authorization_id` is on record (it is recorded just
+    after it is sent).
+    """
+    query = "SELECT approved FROM gateway.answers WHERE issuer_authorization_id = $1"
+    async with asyncio.timeout(10):
+        while not await pool.fetchval(query, authorization_id):  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.05)
+
+
 async def _stripe_ask(client: httpx.AsyncClient, auth: str, amount_minor: int, token: str = TOKEN) -> dict[str, object]:
     response = await _post(
         client, sign_for_stripe(stripe_authorization_request(auth, token, amount_minor), STRIPE_SECRET)
@@ -137,7 +153,7 @@ async def test_a_scripted_day_on_a_ten_dollar_card_gets_exactly_the_expected_ans
         await _stripe_ask(gateway, "iauth_6", 81),
         await _stripe_ask(gateway, "iauth_7", 80),
     ]
-    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+    assert _outcomes(answers) == [
         (True, "approved"),
         (True, "approved"),
         (True, "approved"),
@@ -191,7 +207,7 @@ async def test_an_increment_or_a_reused_id_never_gets_an_earlier_approval(
         await _stripe_ask(gateway, "iauth_n", 400),
         await _stripe_ask(gateway, "iauth_o", 1),
     ]
-    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [
+    assert _outcomes(answers) == [
         (True, "approved"),
         (False, "increment_not_supported"),
         (False, "invalid_request"),
@@ -228,7 +244,7 @@ async def test_a_refund_reversed_is_spent_again(gateway: httpx.AsyncClient, sett
             assert response.status_code == 200, response.text
         await lifecycle.wait_for(lambda items: len(items) >= 3)
     answers = [await _stripe_ask(gateway, "iauth_g", 400), await _stripe_ask(gateway, "iauth_h", 1)]
-    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+    assert _outcomes(answers) == [
         (True, "approved"),
         (False, "card_funds_insufficient"),
     ]
@@ -245,11 +261,7 @@ async def test_what_stripe_approved_without_us_is_held_and_our_own_approval_once
     """
     await _ten_dollar_card(settings_for_gateway)
     assert (await _stripe_ask(gateway, "iauth_c1", 600))["approved"] is True
-    async with asyncio.timeout(10):  # the answer is recorded just after it is sent
-        while not await pool.fetchval(  # noqa: ASYNC110 - polling the database
-            "SELECT approved FROM gateway.answers WHERE issuer_authorization_id = 'iauth_c1'"
-        ):
-            await asyncio.sleep(0.05)
+    await _until_recorded(pool, "iauth_c1")
     async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
         replies = [
             (await _post(gateway, sign_for_stripe(event, STRIPE_SECRET))).json()
@@ -270,7 +282,7 @@ async def test_what_stripe_approved_without_us_is_held_and_our_own_approval_once
     ]
     answers = [await _stripe_ask(gateway, "iauth_c4", 200), await _stripe_ask(gateway, "iauth_c5", 100),
                await _stripe_ask(gateway, "iauth_c6", 1)]  # fmt: skip
-    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+    assert _outcomes(answers) == [
         (False, "card_funds_insufficient"),
         (True, "approved"),
         (False, "card_funds_insufficient"),
@@ -287,18 +299,14 @@ async def test_an_increment_stripe_approved_without_us_grows_the_hold(
     """
     await _ten_dollar_card(settings_for_gateway)
     assert (await _stripe_ask(gateway, "iauth_i1", 600))["approved"] is True
-    async with asyncio.timeout(10):  # the answer is recorded just after it is sent
-        while not await pool.fetchval(  # noqa: ASYNC110 - polling the database
-            "SELECT approved FROM gateway.answers WHERE issuer_authorization_id = 'iauth_i1'"
-        ):
-            await asyncio.sleep(0.05)
+    await _until_recorded(pool, "iauth_i1")
     async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
         response = await _post(gateway, sign_for_stripe(stripe_amount_changed("iauth_i1", TOKEN, 900, 600),
                                                         STRIPE_SECRET))  # fmt: skip
         assert response.json() == {"received": "authorization_approved_by_issuer"}
         await lifecycle.wait_for(lambda items: len(items) >= 1)
     answers = [await _stripe_ask(gateway, "iauth_i2", 100), await _stripe_ask(gateway, "iauth_i3", 1)]
-    assert [(a["approved"], a["metadata"]["pursestrings_reason"]) for a in answers] == [  # type: ignore[index]
+    assert _outcomes(answers) == [
         (True, "approved"),
         (False, "card_funds_insufficient"),
     ]
