@@ -68,7 +68,7 @@ test: venv kafka-lib ## the whole suite on real Kafka and PostgreSQL (starts and
 
 .PHONY: test-unit
 test-unit: venv ## unit tests only: no services, seconds
-	@$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -m "unit and not slow" $(PYTEST_ARGS)
 
 .PHONY: run
 run: venv kafka-lib ## Kafka, PostgreSQL and every service, until Ctrl-C

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import signal
@@ -22,6 +21,7 @@ from pydantic import SecretStr
 from services.platform.kafka import TopicSpec, delete_topics_with_prefix, ensure_topics
 from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings
+from tests.support.databases import admin_execute, drop_database
 
 
 def service_command(module: str, profile: Path | None = None) -> list[str]:
@@ -166,7 +166,7 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
     url = base.database_url.get_secret_value()
     name = f"pursestrings_{label}_{uuid.uuid4().hex[:8]}"
     # A connection per statement, none held across the run: a chaos run restarts Postgres under it.
-    await _admin(url, f'CREATE DATABASE "{name}"')
+    await admin_execute(url, f'CREATE DATABASE "{name}"')
     fresh = urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
     try:
         connection = await asyncpg.connect(dsn=fresh)
@@ -180,26 +180,11 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
         await delete_topics_with_prefix(base.kafka_bootstrap_servers, base.topic_prefix)
 
 
-async def _drop_database(url: str, name: str, attempts: int = 20) -> None:
-    """Drop the run's database. An autovacuum worker (the superuser's) may be in it just then, and
-    FORCE may not end another role's backend: try again for a while, then say it was left behind
+async def _drop_database(url: str, name: str) -> None:
+    """Drop the run's database; if Postgres keeps refusing (`drop_database`), say it was left behind
     rather than throw away the run's measurements.
     """
-    for attempt in range(attempts):
-        try:
-            await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError) as error:
-            if attempt == attempts - 1:
-                print(f"bench: database {name} left behind: {error}", file=sys.stderr)
-                return
-            await asyncio.sleep(0.5)
-        else:
-            return
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn=url)
     try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+        await drop_database(url, name)
+    except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError) as error:
+        print(f"bench: database {name} left behind: {error}", file=sys.stderr)

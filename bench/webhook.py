@@ -272,6 +272,10 @@ def main() -> None:
         "ceiling_p50_ms": measured["ceiling"]["p50_ms"],
         "ceiling_p99_ms": measured["ceiling"]["p99_ms"],
         "ceiling_achieved_per_s": measured["ceiling"]["achieved_per_s"],
+        "p99_ratio_vs_ceiling": round(measured["p99_ms"] / measured["ceiling"]["p99_ms"], 2),
+        # CPU per webhook of each process (read from /proc over the attack): steadier than latency.
+        "gateway_cpu_us_per_request": measured["cpu_us_per_request"].get("gateway"),
+        "authorizer_cpu_us_per_request": measured["cpu_us_per_request"].get("authorizer"),
         "cores": os.cpu_count(),
         "details": measured,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

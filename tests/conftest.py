@@ -16,6 +16,7 @@ import pytest
 from services.platform.kafka import delete_topics_with_prefix, ensure_topics, project_topics
 from services.platform.migrations import apply_migrations
 from services.platform.settings import Settings
+from tests.support.databases import admin_execute, drop_database
 from tests.support.infra import Infrastructure, provide
 
 _TESTS = Path(__file__).parent
@@ -76,15 +77,6 @@ def _with_database(database_url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-async def _admin_execute(database_url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(dsn=database_url, timeout=10)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 async def _migrate(database_url: str) -> None:
     connection = await asyncpg.connect(dsn=database_url, timeout=10)
     try:
@@ -105,21 +97,19 @@ def infrastructure() -> Iterator[Infrastructure]:
 def template_database_url(infrastructure: Infrastructure) -> Iterator[str]:
     """A database with every migration applied, cloned by each test that needs Postgres."""
     url = _with_database(infrastructure.database_url, _TEMPLATE_DATABASE)
-    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{_TEMPLATE_DATABASE}"'))
+    asyncio.run(admin_execute(infrastructure.database_url, f'CREATE DATABASE "{_TEMPLATE_DATABASE}"'))
     asyncio.run(_migrate(url))
     yield url
-    asyncio.run(
-        _admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{_TEMPLATE_DATABASE}" WITH (FORCE)')
-    )
+    asyncio.run(drop_database(infrastructure.database_url, _TEMPLATE_DATABASE))
 
 
 @pytest.fixture
 def empty_database_url(infrastructure: Infrastructure) -> Iterator[str]:
     """A fresh database with no tables at all, dropped after the test."""
     name = f"pursestrings_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}"'))
     yield _with_database(infrastructure.database_url, name)
-    asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(infrastructure.database_url, name))
 
 
 @pytest.fixture
@@ -127,9 +117,9 @@ def database_url(infrastructure: Infrastructure, template_database_url: str) -> 
     """A fresh, fully migrated database of the test's own, dropped after it."""
     template = urlsplit(template_database_url).path.lstrip("/")
     name = f"pursestrings_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    asyncio.run(admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield _with_database(infrastructure.database_url, name)
-    asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(infrastructure.database_url, name))
 
 
 @pytest.fixture
@@ -149,7 +139,7 @@ def module_settings(infrastructure: Infrastructure, template_database_url: str) 
     """Like `settings`, shared by a module's tests (processes started once for many hypothesis examples)."""
     template = urlsplit(template_database_url).path.lstrip("/")
     name = f"pursestrings_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    asyncio.run(admin_execute(infrastructure.database_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     yield Settings(
         service_name="pursestrings-test",
         database_url=_with_database(infrastructure.database_url, name),  # type: ignore[arg-type]
@@ -157,7 +147,7 @@ def module_settings(infrastructure: Infrastructure, template_database_url: str) 
         kafka_partitions=3,
         topic_prefix=f"{_TOPIC_PREFIX}{uuid.uuid4().hex[:10]}",
     )
-    asyncio.run(_admin_execute(infrastructure.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(infrastructure.database_url, name))
 
 
 @pytest.fixture

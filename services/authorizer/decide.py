@@ -9,13 +9,16 @@ from __future__ import annotations
 import bisect
 import hashlib
 import uuid
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
+from pydantic_core import to_json
+
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
-from schemas.common import CAP_REASONS, CapKind, CapStatus, ReasonCode
-from schemas.money import Money
+from schemas.common import CAP_REASONS, CapKind, CapStatus, Merchant, ReasonCode
+from schemas.money import CURRENCY_EXPONENTS, Money
 from schemas.trusted import trusted
 from services.authorizer.state import (
     DECISION_PRUNE_EVERY,
@@ -29,13 +32,11 @@ from services.authorizer.state import (
     WalletState,
     as_map,
     bound_trace,
-    held_minor,
     month_end,
     month_key,
     monthly_key,
     raised_minor,
     recall,
-    remember,
     set_hold,
     spent_minor,
 )
@@ -63,6 +64,16 @@ def derived_id(*parts: object) -> uuid.UUID:
     object.__setattr__(made, "int", int.from_bytes(digest[:16]) & _UUID5_CLEAR | _UUID5_SET)
     object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
     return made
+
+
+def derived_id_text(*parts: object) -> str:
+    """`str(derived_id(*parts))`, without building the UUID (one per decision)."""
+    name = "|".join(map(str, parts)).encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
+    hexed = digest.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 class CapCheck(NamedTuple):
@@ -105,60 +116,95 @@ class CapCheck(NamedTuple):
         )
 
 
-Candidate = tuple[CapKind, str, Money | int | None, datetime | None]  # cap, scope, limit, window end
-
-
 def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:
-    """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order."""
-    card = state.cards[card_id]
-    month_ends = month_end(now, state.time_zone)
-    candidates: list[Candidate] = [
-        (CapKind.PER_AUTHORIZATION, card_id, card.caps.per_authorization, None),
-        (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
-        (CapKind.CARD_FUNDED, card_id, card.funded_minor, None),
-        (CapKind.CARD_ROLLING_24H, card_id, card.caps.rolling_24h, None),
-        (CapKind.CARD_MONTHLY, card_id, card.caps.monthly, month_ends),
-    ]
-    if trace_id is not None:
-        candidates.append((CapKind.TRACE, trace_id, state.trace_caps.get(trace_id, state.caps.per_trace), None))
-    candidates += [
-        (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
-        (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
-    ]
-    return _checks(state, candidates, now)
+    """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order.
+
+    Written out cap by cap (every decision runs it): a limit that is None is no such cap; spend is
+    never below zero after refunds; a per-authorization cap has no spend nor holds; raises in force
+    add to a limit. `reference.reference_applicable_caps` is the table-driven form it replaced.
+    """
+    card, caps, wallet_id = state.cards[card_id], state.caps, state.wallet_id
+    card_caps, card_scope = card.caps, "card:" + card_id
+    month, month_ends = month_key(now, state.time_zone), month_end(now, state.time_zone)
+    lifetime, monthly, held, rolling = state.lifetime, state.monthly, state.held, _rolling_sums(state, now)
+    checks: list[CapCheck] = []
+    add = checks.append
+    if (limit := card_caps.per_authorization) is not None:
+        add(_check((CapKind.PER_AUTHORIZATION, card_id, limit.amount_minor, 0, 0, None)))
+    if (limit := caps.per_authorization) is not None:
+        add(_check((CapKind.PER_AUTHORIZATION, wallet_id, limit.amount_minor, 0, 0, None)))
+    card_held = held.get(card_scope, 0)
+    if (funded := card.funded_minor) is not None:
+        add(_check((CapKind.CARD_FUNDED, card_id, funded, max(0, lifetime.get(card_scope, 0)), card_held, None)))
+    if (limit := card_caps.rolling_24h) is not None:
+        spent = rolling.get(card_scope, 0) if rolling is not None else _scanned(state, card_id, now)
+        add(_check((CapKind.CARD_ROLLING_24H, card_id, limit.amount_minor, max(0, spent), card_held, None)))
+    if (limit := card_caps.monthly) is not None:
+        spent = max(0, monthly.get(f"{card_scope}@{month}", 0))
+        add(_check((CapKind.CARD_MONTHLY, card_id, limit.amount_minor, spent, card_held, month_ends)))
+    if trace_id is not None and (trace_limit := state.trace_caps.get(trace_id, caps.per_trace)) is not None:
+        trace_scope = "trace:" + trace_id
+        minor = trace_limit.amount_minor if isinstance(trace_limit, Money) else trace_limit
+        spent, trace_held = max(0, lifetime.get(trace_scope, 0)), held.get(trace_scope, 0)
+        add(_check((CapKind.TRACE, trace_id, minor, spent, trace_held, None)))
+    _wallet_checks(state, now, rolling, month, month_ends, add, per_authorization=False)
+    return _raised(state, checks, now) if state.raises else checks
 
 
 def wallet_caps(state: WalletState, now: datetime) -> list[CapCheck]:
     """The wallet's own caps at `now` (its rolling and monthly windows, per authorization)."""
-    month_ends = month_end(now, state.time_zone)
-    return _checks(
-        state,
-        [
-            (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
-            (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
-            (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
-        ],
-        now,
-    )
+    checks: list[CapCheck] = []
+    month, month_ends = month_key(now, state.time_zone), month_end(now, state.time_zone)
+    _wallet_checks(state, now, _rolling_sums(state, now), month, month_ends, checks.append, per_authorization=True)
+    return _raised(state, checks, now) if state.raises else checks
 
 
-def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> list[CapCheck]:
-    checks = []
-    for cap, scope_id, limit, window_ends_at in candidates:
-        if limit is None:
-            continue
-        base = limit.amount_minor if isinstance(limit, Money) else limit
-        checks.append(
-            CapCheck(
-                cap,
-                scope_id,
-                base + raised_minor(state, cap, scope_id, now) if state.raises else base,
-                spent_minor(state, cap, scope_id, now),
-                0 if cap == CapKind.PER_AUTHORIZATION else held_minor(state, cap, scope_id),
-                window_ends_at,
-            )
-        )
-    return checks
+def _wallet_checks(  # noqa: PLR0917 - what applicable_caps already worked out, passed on
+    state: WalletState,
+    now: datetime,
+    rolling: Mapping[str, int] | None,
+    month: str,
+    month_ends: datetime,
+    add: Callable[[CapCheck], None],
+    *,
+    per_authorization: bool,
+) -> None:
+    """The wallet's caps, in check order (its per-authorization cap first only when asked)."""
+    caps, wallet_id, wallet_held = state.caps, state.wallet_id, state.held.get("wallet", 0)
+    if per_authorization and (limit := caps.per_authorization) is not None:
+        add(_check((CapKind.PER_AUTHORIZATION, wallet_id, limit.amount_minor, 0, 0, None)))
+    if (limit := caps.rolling_24h) is not None:
+        spent = rolling.get("wallet", 0) if rolling is not None else _scanned(state, None, now)
+        add(_check((CapKind.WALLET_ROLLING_24H, wallet_id, limit.amount_minor, max(0, spent), wallet_held, None)))
+    if (limit := caps.monthly) is not None:
+        spent = max(0, state.monthly.get(f"wallet@{month}", 0))
+        add(_check((CapKind.WALLET_MONTHLY, wallet_id, limit.amount_minor, spent, wallet_held, month_ends)))
+
+
+# `CapCheck(*values)` without the named tuple's Python-level __new__ (eight per decision).
+_check: Callable[[tuple[CapKind, str, int, int, int, datetime | None]], CapCheck] = partial(tuple.__new__, CapCheck)
+
+
+def _rolling_sums(state: WalletState, now: datetime) -> Mapping[str, int] | None:
+    """The running sums of the rolling window, when exact at `now` (nothing older is kept: the case
+    in a decision, which forgets old postings first); None when the postings must be summed.
+    """
+    return state.rolling if not state.recent or state.recent[0].at > now - ROLLING_WINDOW else None
+
+
+def _scanned(state: WalletState, card_id: str | None, now: datetime) -> int:
+    """The rolling window's spend summed posting by posting (a card's, or the wallet's with None)."""
+    if card_id is None:
+        return spent_minor(state, CapKind.WALLET_ROLLING_24H, state.wallet_id, now)
+    return spent_minor(state, CapKind.CARD_ROLLING_24H, card_id, now)
+
+
+def _raised(state: WalletState, checks: list[CapCheck], now: datetime) -> list[CapCheck]:
+    """`checks` with the raises in force at `now` added to their limits."""
+    return [
+        check._replace(limit_minor=check.limit_minor + raised_minor(state, check.cap, check.scope_id, now))
+        for check in checks
+    ]
 
 
 def _policy_reason(state: WalletState, request: AuthorizationRequested, now: datetime) -> ReasonCode | None:  # noqa: PLR0911 - a return per check
@@ -204,11 +250,76 @@ def answer_fields(request: AuthorizationRequested) -> dict[str, Any]:
     }
 
 
+class Decided:
+    """An authorization's decision as `decide_authorization` makes it: the fields the runtime reads,
+    and the contract's JSON (`payload`), encoded once from the decision's integers.
+
+    Not the pydantic contract: building `AuthorizationDecided` with its cap statuses and amounts,
+    then serializing it, cost four times the rules themselves (issue 20). `contract()` gives the
+    `AuthorizationDecided` the payload encodes (validated), for tests and rare paths.
+    """
+
+    __slots__ = ("approved", "decided_at", "event_id_text", "failed_cap", "payload", "reason", "request", "trace_id")
+    type = "authorization_decided"
+
+    def __init__(  # noqa: PLR0917 - one argument per field, all needed
+        self,
+        request: AuthorizationRequested,
+        event_id_text: str,
+        approved: bool,  # noqa: FBT001 - a field
+        reason: ReasonCode,
+        failed_cap: CapKind | None,
+        trace_id: str | None,
+        decided_at: datetime,
+        payload: bytes,
+    ) -> None:
+        self.request = request
+        self.event_id_text = event_id_text
+        self.approved = approved
+        self.reason = reason
+        self.failed_cap = failed_cap
+        self.trace_id = trace_id
+        self.decided_at = decided_at
+        self.payload = payload
+
+    @property
+    def wallet_id(self) -> str:
+        """The request's wallet."""
+        return self.request.wallet_id
+
+    @property
+    def card_id(self) -> str:
+        """The request's card."""
+        return self.request.card_id
+
+    @property
+    def issuer_authorization_id(self) -> str:
+        """The request's authorization id (the idempotency key)."""
+        return self.request.issuer_authorization_id
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The decision's id, derived from the authorization id."""
+        return uuid.UUID(self.event_id_text)
+
+    def contract(self) -> AuthorizationDecided:
+        """The published contract, parsed (and so validated) from `payload`."""
+        return AuthorizationDecided.model_validate_json(self.payload)
+
+    def __repr__(self) -> str:
+        return f"Decided({self.payload.decode()})"
+
+
 def decide_authorization(
     state: WalletState, request: AuthorizationRequested, now: datetime, rates: RateTable = NO_RATES
-) -> tuple[AuthorizationDecided, WalletState]:
-    """Approve (placing a hold) or decline `request`; a request seen before gets its first answer."""
-    earlier = state.decisions.get(request.issuer_authorization_id)
+) -> tuple[Decided | AuthorizationDecided, WalletState]:
+    """Approve (placing a hold) or decline `request`; a request seen before gets its first answer.
+
+    The same rules, reasons, caps and bytes as before issue 20 (`reference.py`, compared by
+    `tests/unit/test_decide_equivalence.py`); the decision is encoded straight from integers.
+    """
+    authorization_id = request.issuer_authorization_id
+    earlier = state.decisions.get(authorization_id)
     if earlier is not None:
         return recall(earlier), state
     trace_id = bound_trace(state, request.card_id)
@@ -217,38 +328,131 @@ def decide_authorization(
     if reason is None and cap_minor is None:
         reason = ReasonCode.FX_RATE_MISSING
     checks = [] if reason is not None else applicable_caps(state, request.card_id, trace_id, now)
-    failed = next((check for check in checks if not check.fits(cap_minor or 0)), None)
-    if reason is None and failed is not None:
-        reason = _REASON_BY_CAP[failed.cap]
+    amount_minor = cap_minor or 0
+    failed = None
+    for check in checks:
+        if check.spent_minor + check.held_minor + amount_minor > check.limit_minor:
+            failed = check
+            reason = _REASON_BY_CAP[check.cap]
+            break
     approved = reason is None
-    # Built without re-validation (the hot path; see schemas/trusted.py): the request's values were
-    # validated when it was parsed, the rest are ours, and the rules of AuthorizationDecided hold by
-    # construction: approved exactly when no reason was found, and then with no failed cap and a
-    # hold expiry. The unit and property tests validate every decision they make again (`valid`).
-    decision = trusted(
-        AuthorizationDecided,
-        {
-            "type": "authorization_decided",
-            "schema_version": 1,
-            **answer_fields(request),
-            "approved": approved,
-            "reason": ReasonCode.APPROVED if reason is None else reason,
-            "failed_cap": None if failed is None else failed.cap,
-            "cap_amount": None if cap_minor is None else Money.of(cap_minor, state.currency),
-            "trace_id": trace_id,
-            "caps": tuple(check.status(state.currency, cap_minor if approved and cap_minor else 0) for check in checks),
-            "decided_at": now,
-            "hold_expires_at": now + DEFAULT_HOLD_TTL if approved else None,
-        },
-    )
+    event_id_text = derived_id_text("decision", authorization_id)
+    payload = _decision_json(
+        state.currency, request, event_id_text, reason, failed, cap_minor, trace_id, checks, now,
+        amount_minor if approved else 0,
+    )  # fmt: skip
+    decision = Decided(
+        request, event_id_text, approved, reason or ReasonCode.APPROVED, None if failed is None else failed.cap,
+        trace_id, now, payload,
+    )  # fmt: skip
     remembered = {
-        "decisions": as_map(state.decisions).set(request.issuer_authorization_id, remember(decision)),
+        "decisions": as_map(state.decisions).set(authorization_id, (now, payload)),
         "decisions_pruned_at": state.decisions_pruned_at or now,  # the clock of the next bulk prune
     }
     if not approved:
         return decision, state.evolve(**remembered)
-    hold = Hold(request.issuer_authorization_id, request.card_id, trace_id, cap_minor or 0, now, now + DEFAULT_HOLD_TTL)
-    return decision, set_hold(state, hold.authorization_id, hold, **remembered)
+    hold = Hold(authorization_id, request.card_id, trace_id, amount_minor, now, now + DEFAULT_HOLD_TTL)
+    return decision, set_hold(state, authorization_id, hold, **remembered)
+
+
+def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one place
+    currency: str,
+    request: AuthorizationRequested,
+    event_id_text: str,
+    reason: ReasonCode | None,
+    failed: CapCheck | None,
+    cap_minor: int | None,
+    trace_id: str | None,
+    checks: list[CapCheck],
+    now: datetime,
+    extra_held_minor: int,
+) -> bytes:
+    """The decision's JSON, byte for byte what pydantic wrote for the model the reference builds
+    (the same fields in the same order: the request's echo, then the outcome).
+    """
+    tail = _money_tail(currency)
+    parts = []
+    templates = _CAP_TEMPLATES
+    for cap, scope_id, limit, spent, held_before, window_ends_at in checks:
+        template = templates.get((cap, scope_id, window_ends_at, tail)) or _cap_template(
+            cap, scope_id, window_ends_at, tail
+        )
+        held = held_before + extra_held_minor
+        used = spent + held
+        parts.append(
+            template % (limit, spent, held, limit - used if used < limit else 0, used - limit if used > limit else 0)
+        )
+    caps = ",".join(parts)
+    approved = reason is None
+    cap_amount = "null" if cap_minor is None else '{"amount_minor":' + str(cap_minor) + tail
+    return (
+        f'{{"type":"authorization_decided","schema_version":1,"event_id":"{event_id_text}",'
+        f'"request_event_id":"{request.event_id}","wallet_id":"{request.wallet_id}","card_id":"{request.card_id}",'
+        f'"issuer":"{request.issuer.value}","issuer_authorization_id":"{request.issuer_authorization_id}",'
+        f'"amount":{_money_json(request.amount)},"merchant_amount":{_money_json(request.merchant_amount)},'
+        f'"merchant":{_MERCHANT_JSON.to_json(request.merchant).decode()},'
+        f'"approved":{"true" if approved else "false"},"reason":"{"approved" if approved else reason.value}",'  # type: ignore[union-attr]
+        f'"failed_cap":{"null" if failed is None else _quoted(failed.cap.value)},'
+        f'"cap_amount":{cap_amount},'
+        f'"trace_id":{"null" if trace_id is None else _quoted(trace_id)},"caps":[{caps}],'
+        f'"decided_at":{_datetime_json(now)},'
+        f'"hold_expires_at":{_datetime_json(now + DEFAULT_HOLD_TTL) if approved else "null"}}}'
+    ).encode()
+
+
+_MERCHANT_JSON = Merchant.__pydantic_serializer__
+# Parts of a decision's JSON that repeat from one decision to the next, built once. Bounded: each
+# is cleared whole when full (a cap's part is per scope, so there are as many as cards and traces).
+_PARTS_MAX = 65_536
+_MONEY_TAILS: dict[str, str] = {}
+_CAP_TEMPLATES: dict[tuple[CapKind, str, datetime | None, str], str] = {}
+_DATETIMES: dict[tuple[datetime, timedelta | None], str] = {}
+
+
+def _money_tail(currency: str) -> str:
+    """What follows the amount in a `Money`'s JSON: `,"currency":"USD","exponent":2}`."""
+    tail = _MONEY_TAILS.get(currency)
+    if tail is None:
+        tail = _MONEY_TAILS[currency] = f',"currency":"{currency}","exponent":{CURRENCY_EXPONENTS[currency]}}}'
+    return tail
+
+
+def _money_json(money: Money) -> str:
+    return f'{{"amount_minor":{money.amount_minor}{_money_tail(money.currency)}'
+
+
+def _cap_template(cap: CapKind, scope_id: str, window_ends_at: datetime | None, tail: str) -> str:
+    """One `CapStatus`'s JSON with `%d` for its five amounts (limit, spent, held, remaining, over by)."""
+    key = (cap, scope_id, window_ends_at, tail)
+    template = _CAP_TEMPLATES.get(key)
+    if template is None:
+        if len(_CAP_TEMPLATES) >= _PARTS_MAX:
+            _CAP_TEMPLATES.clear()
+        amount = '{"amount_minor":%d' + tail.replace("%", "%%")
+        window = "null" if window_ends_at is None else _datetime_json(window_ends_at)
+        template = _CAP_TEMPLATES[key] = (
+            f'{{"cap":"{cap.value}","scope_id":{_quoted(scope_id).replace("%", "%%")},"limit":{amount},'
+            f'"spent":{amount},"held":{amount},"remaining":{amount},"over_by":{amount},"window_ends_at":{window}}}'
+        )
+    return template
+
+
+def _datetime_json(moment: datetime) -> str:
+    """`moment` as pydantic writes it, quoted ("2026-11-23T12:00:00Z", "...-05:00")."""
+    key = (moment, moment.utcoffset())  # equal instants at one offset are written alike
+    text = _DATETIMES.get(key)
+    if text is None:
+        if len(_DATETIMES) >= _PARTS_MAX:
+            _DATETIMES.clear()
+        text = _DATETIMES[key] = to_json(moment).decode()
+    return text
+
+
+def _quoted(text: str) -> str:
+    """`text` as a JSON string, as pydantic writes it."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return to_json(text).decode()
 
 
 def post_spend(state: WalletState, posting: Posting) -> WalletState:

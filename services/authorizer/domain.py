@@ -13,13 +13,14 @@ from schemas.common import ReasonCode
 from schemas.issuer_events import ISSUER_EVENT_TYPES, AnyIssuerEvent, AuthorizationExpired
 from schemas.wallet import AnyWalletCommand, AnyWalletEvent
 from services.authorizer.commands import apply_command
-from services.authorizer.decide import answer_fields, decide_authorization, forget_old
+from services.authorizer.decide import Decided, answer_fields, decide_authorization, forget_old
 from services.authorizer.lifecycle import apply_issuer_event, expire_holds
 from services.authorizer.state import NO_RATES, RateTable, WalletState
 
 Inbound = AuthorizationRequested | AnyWalletCommand | AnyIssuerEvent
-# What a message produces: a decision, wallet events, or expiries of holds that aged out.
-Outbound = AuthorizationDecided | AuthorizationExpired | AnyWalletEvent
+# What a message produces: a decision (`Decided` when just made, the contract when repeated from
+# memory or Postgres), wallet events, or expiries of holds that aged out.
+Outbound = Decided | AuthorizationDecided | AuthorizationExpired | AnyWalletEvent
 Outcome = tuple[tuple[Outbound, ...], WalletState | None]
 
 

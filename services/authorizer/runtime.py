@@ -34,7 +34,7 @@ from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import CardCreated, CreateCard, StatusChanged, WalletCreated
 from services.authorizer import metrics
 from services.authorizer.commands import rejection
-from services.authorizer.decide import derived_id
+from services.authorizer.decide import Decided, derived_id
 from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState, recollect
 from services.authorizer.store import BatchEffects, CardDirectory, Fenced, OutboxRow, Store
@@ -108,7 +108,7 @@ class _Pending:
 class _Seen:
     """What a batch looked up before deciding: earlier decisions, applied issuer events, cards taken."""
 
-    earlier: dict[str, AuthorizationDecided]
+    earlier: dict[str, Decided | AuthorizationDecided]
     applied: set[UUID]
     directory: CardDirectory
 
@@ -139,6 +139,7 @@ class Authorizer:
         self._rates = rates
         self._topics = {topic_name(topic, settings.topic_prefix): topic for topic in INPUT_TOPICS}
         self._requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
+        self._output_topics = {kind: topic_name(topic, settings.topic_prefix) for kind, topic in OUTPUT_TOPIC.items()}
         self._lag_measured_ms = 0.0
         self._cache: OrderedDict[str, WalletState] = OrderedDict()
         self._remembered = 0  # decisions the cached wallets remember, in all
@@ -510,7 +511,7 @@ class Authorizer:
         ]
         recalled = self._decisions_to_recall(messages, states)
         found = await self._store.load_decisions([*asked, *recalled])  # one query for both
-        earlier = {authorization_id: found[authorization_id] for authorization_id in asked if authorization_id in found}
+        earlier: dict[str, Decided | AuthorizationDecided] = {a: found[a] for a in asked if a in found}
         _recollect(states, recalled, found, now)
         # A yield before the batch takes the CPU: the previous batch's commit sends its query, the
         # fetcher its next request. Without one, a batch that needs no query of its own is decided
@@ -622,10 +623,15 @@ class Authorizer:
         return message  # type: ignore[return-value]
 
     def _emit(self, effects: BatchEffects, event: Outbound, state: WalletState | None = None) -> None:
-        topic = topic_name(OUTPUT_TOPIC[event.type], self._settings.topic_prefix)
+        topic = self._output_topics[event.type]
+        if isinstance(event, Decided):  # a decision just made carries its JSON (the hot path)
+            effects.name(event.wallet_id, event.issuer_authorization_id)
+            effects.decisions.append((event, event.payload))
+            effects.outbox.append((topic, event.wallet_id, event.event_id_text, event.payload))
+            return
         effects.name(event.wallet_id, getattr(event, "issuer_authorization_id", None))  # an expiry, say
         payload = None
-        if isinstance(event, AuthorizationDecided):
+        if isinstance(event, AuthorizationDecided):  # repeated: from memory or Postgres
             # The state keeps each decision's JSON: reuse it rather than serialize it again.
             remembered = None if state is None else state.decisions.get(event.issuer_authorization_id)
             payload = remembered[1] if remembered is not None else serialize(event)

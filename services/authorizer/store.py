@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.wallet import CardCreated, StatusChanged, WalletCreated
+from services.authorizer.decide import Decided
 from services.authorizer.state import ROLLING_WINDOW, Hold, HoldRow, Posting, WalletState, held_sums, rolling_sums
 from services.platform.logging import get_logger
 
@@ -101,7 +102,7 @@ class BatchEffects:
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
     previous: dict[str, WalletState | None] = field(default_factory=dict)  # as the batch found them
-    decisions: list[tuple[AuthorizationDecided, bytes]] = field(default_factory=list)  # with their JSON
+    decisions: list[tuple[Decided | AuthorizationDecided, bytes]] = field(default_factory=list)  # with their JSON
     outbox: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, key, event id, payload
     directory: list[CardCreated | WalletCreated | StatusChanged] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read

@@ -19,6 +19,7 @@ from schemas.issuer_events import (
 from schemas.money import Money
 from schemas.policies import CardCaps, WalletCaps
 from schemas.wallet import CreateCard, CreateWallet
+from services.authorizer.decide import Decided
 from services.authorizer.domain import Inbound, decide
 from services.authorizer.state import NO_RATES, RateTable, WalletState
 from tests.support.samples import MERCHANT, NOW
@@ -159,8 +160,11 @@ def run(
 
 def valid(event: Any) -> Any:
     """`event`, after checking it passes its model's validation: the authorizer builds decisions
-    without re-validating them (schemas/trusted.py), so every test decision is validated here.
+    without re-validating them (schemas/trusted.py, or encoded straight to JSON: `Decided`, whose
+    contract is parsed from that JSON), so every test decision is validated here.
     """
+    if isinstance(event, Decided):
+        event = event.contract()
     again = type(event).model_validate(event.model_dump())
     if again != event:
         raise AssertionError(f"{event!r} does not survive validation: {again!r}")

@@ -1,0 +1,143 @@
+"""The authorizer's decision as it was before issue 20 (pydantic models built per decision), kept
+only so that `tests/unit/test_decide_equivalence.py` can compare it with the fast one over generated
+sequences; nothing else may call it, and it goes once the fast one has proven itself in a release.
+Pure, like `decide`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.common import CapKind, ReasonCode
+from schemas.money import Money
+from schemas.trusted import trusted
+from services.authorizer.decide import _REASON_BY_CAP, CapCheck, _policy_reason, answer_fields, forget_old
+from services.authorizer.domain import Inbound, Outcome, decide
+from services.authorizer.lifecycle import expire_holds
+from services.authorizer.state import (
+    DEFAULT_HOLD_TTL,
+    NO_RATES,
+    Hold,
+    RateTable,
+    WalletState,
+    as_map,
+    bound_trace,
+    held_minor,
+    month_end,
+    raised_minor,
+    recall,
+    remember,
+    set_hold,
+    spent_minor,
+)
+
+
+def reference_decide(
+    state: WalletState | None, message: Inbound, now: datetime, rates: RateTable = NO_RATES
+) -> Outcome:
+    """`domain.decide`, with an authorization decided by `reference_decide_authorization`."""
+    if state is None or not isinstance(message, AuthorizationRequested):
+        return decide(state, message, now, rates)
+    expired, state = expire_holds(forget_old(state, now), now)
+    decision, state = reference_decide_authorization(state, message, now, rates)
+    return (*expired, decision), state
+
+
+def reference_decide_authorization(
+    state: WalletState, request: AuthorizationRequested, now: datetime, rates: RateTable = NO_RATES
+) -> tuple[AuthorizationDecided, WalletState]:
+    """Approve (placing a hold) or decline `request`; a request seen before gets its first answer."""
+    earlier = state.decisions.get(request.issuer_authorization_id)
+    if earlier is not None:
+        return recall(earlier), state
+    trace_id = bound_trace(state, request.card_id)
+    reason = _policy_reason(state, request, now)
+    cap_minor = rates.convert_up(request.amount, state.currency)
+    if reason is None and cap_minor is None:
+        reason = ReasonCode.FX_RATE_MISSING
+    checks = [] if reason is not None else reference_applicable_caps(state, request.card_id, trace_id, now)
+    failed = next((check for check in checks if not check.fits(cap_minor or 0)), None)
+    if reason is None and failed is not None:
+        reason = _REASON_BY_CAP[failed.cap]
+    approved = reason is None
+    decision = trusted(
+        AuthorizationDecided,
+        {
+            "type": "authorization_decided",
+            "schema_version": 1,
+            **answer_fields(request),
+            "approved": approved,
+            "reason": ReasonCode.APPROVED if reason is None else reason,
+            "failed_cap": None if failed is None else failed.cap,
+            "cap_amount": None if cap_minor is None else Money.of(cap_minor, state.currency),
+            "trace_id": trace_id,
+            "caps": tuple(check.status(state.currency, cap_minor if approved and cap_minor else 0) for check in checks),
+            "decided_at": now,
+            "hold_expires_at": now + DEFAULT_HOLD_TTL if approved else None,
+        },
+    )
+    remembered = {
+        "decisions": as_map(state.decisions).set(request.issuer_authorization_id, remember(decision)),
+        "decisions_pruned_at": state.decisions_pruned_at or now,  # the clock of the next bulk prune
+    }
+    if not approved:
+        return decision, state.evolve(**remembered)
+    hold = Hold(request.issuer_authorization_id, request.card_id, trace_id, cap_minor or 0, now, now + DEFAULT_HOLD_TTL)
+    return decision, set_hold(state, hold.authorization_id, hold, **remembered)
+
+
+Candidate = tuple[CapKind, str, Money | int | None, datetime | None]  # cap, scope, limit, window end
+
+
+def reference_applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:
+    """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order."""
+    card = state.cards[card_id]
+    month_ends = month_end(now, state.time_zone)
+    candidates: list[Candidate] = [
+        (CapKind.PER_AUTHORIZATION, card_id, card.caps.per_authorization, None),
+        (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
+        (CapKind.CARD_FUNDED, card_id, card.funded_minor, None),
+        (CapKind.CARD_ROLLING_24H, card_id, card.caps.rolling_24h, None),
+        (CapKind.CARD_MONTHLY, card_id, card.caps.monthly, month_ends),
+    ]
+    if trace_id is not None:
+        candidates.append((CapKind.TRACE, trace_id, state.trace_caps.get(trace_id, state.caps.per_trace), None))
+    candidates += [
+        (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
+        (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
+    ]
+    return _checks(state, candidates, now)
+
+
+def reference_wallet_caps(state: WalletState, now: datetime) -> list[CapCheck]:
+    """The wallet's own caps at `now` (its rolling and monthly windows, per authorization)."""
+    month_ends = month_end(now, state.time_zone)
+    return _checks(
+        state,
+        [
+            (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
+            (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
+            (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
+        ],
+        now,
+    )
+
+
+def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> list[CapCheck]:
+    checks = []
+    for cap, scope_id, limit, window_ends_at in candidates:
+        if limit is None:
+            continue
+        base = limit.amount_minor if isinstance(limit, Money) else limit
+        checks.append(
+            CapCheck(
+                cap,
+                scope_id,
+                base + raised_minor(state, cap, scope_id, now) if state.raises else base,
+                spent_minor(state, cap, scope_id, now),
+                0 if cap == CapKind.PER_AUTHORIZATION else held_minor(state, cap, scope_id),
+                window_ends_at,
+            )
+        )
+    return checks
