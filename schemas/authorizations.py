@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.common import CapKind, CapStatus, Contract, Identifier, Issuer, Merchant, ReasonCode, Timestamp, TraceId
 from schemas.money import Money
@@ -68,3 +68,19 @@ class AuthorizationDecided(Contract):
         if self.approved and self.failed_cap is not None:
             raise ValueError("an approval has no failed cap")
         return self
+
+
+class DecisionOutcome(Contract):
+    """What the gateway reads of an `AuthorizationDecided` to answer the issuer: which request it
+    answers (authorization, card, amount) and the outcome. Parsed from the decision's JSON with the
+    rest skipped unread: a decision carries every cap's status (~40 amounts), which the gateway
+    never looks at, and it reads every decision on `auth.decisions` (issue 20).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    issuer_authorization_id: Identifier
+    card_id: Identifier
+    amount: Money
+    approved: bool
+    reason: ReasonCode

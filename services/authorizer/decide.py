@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 from pydantic_core import to_json
@@ -491,16 +491,18 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     """Drop what no rule can need any more, so memory per wallet stays bounded."""
     window_start = now - ROLLING_WINDOW
     horizon = now - MEMORY_HORIZON
-    current = month_key(now, state.time_zone)
-    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
+    current, previous = _kept_months(now, state.time_zone)
     prune_decisions = state.decisions_pruned_at is not None and now - state.decisions_pruned_at >= DECISION_PRUNE_EVERY
+    # Every message runs this test first; each part is cheap when nothing has aged out (the usual
+    # case): an empty collection is not looked into, and the oldest entry stands for all of them.
+    kept_months = ("@" + current, "@" + previous)
     if (
         (not state.recent or state.recent[0].at > window_start)
         and not prune_decisions
-        and all(r.until > now for r in state.raises)
-        and all(at > horizon for at in state.released.values())
-        and all(at > horizon for at in state.issuer_held.values())
-        and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
+        and (not state.raises or all(r.until > now for r in state.raises))
+        and (not state.released or min(state.released.values()) > horizon)
+        and (not state.issuer_held or min(state.issuer_held.values()) > horizon)
+        and all(key.endswith(kept_months) for key in state.monthly)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
     kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
@@ -515,10 +517,18 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     return state.evolve(
         recent=state.recent[kept:],
         rolling=_without(state.rolling, state.recent[:kept]),
-        monthly={key: value for key, value in state.monthly.items() if key.rsplit("@", 1)[1] in (current, previous)},
+        monthly={key: value for key, value in state.monthly.items() if key.endswith(kept_months)},
         raises=tuple(r for r in state.raises if r.until > now),
         decisions=decisions,
         decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
         released={key: at for key, at in state.released.items() if at > horizon},
         issuer_held={key: at for key, at in state.issuer_held.items() if at > horizon},
     )
+
+
+@lru_cache(maxsize=1024)
+def _kept_months(moment: datetime, time_zone: str) -> tuple[str, str]:
+    """The months whose spend a wallet keeps at `moment`: this one, and the one a rolling window
+    reaching back from this month's first day starts in ("YYYY-MM").
+    """
+    return month_key(moment, time_zone), month_key(moment.replace(day=1) - ROLLING_WINDOW, time_zone)

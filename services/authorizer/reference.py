@@ -6,18 +6,24 @@ Pure, like `decide`.
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, ReasonCode
+from schemas.issuer_events import ISSUER_EVENT_TYPES
 from schemas.money import Money
 from schemas.trusted import trusted
-from services.authorizer.decide import _REASON_BY_CAP, CapCheck, _policy_reason, answer_fields, forget_old
+from services.authorizer.commands import apply_command
+from services.authorizer.decide import _REASON_BY_CAP, CapCheck, _policy_reason, _without, answer_fields
 from services.authorizer.domain import Inbound, Outcome, decide
-from services.authorizer.lifecycle import expire_holds
+from services.authorizer.lifecycle import apply_issuer_event, expire_holds
 from services.authorizer.state import (
+    DECISION_PRUNE_EVERY,
     DEFAULT_HOLD_TTL,
+    MEMORY_HORIZON,
     NO_RATES,
+    ROLLING_WINDOW,
     Hold,
     RateTable,
     WalletState,
@@ -25,6 +31,7 @@ from services.authorizer.state import (
     bound_trace,
     held_minor,
     month_end,
+    month_key,
     raised_minor,
     recall,
     remember,
@@ -32,16 +39,26 @@ from services.authorizer.state import (
     spent_minor,
 )
 
+AnyIssuerEventTypes = tuple(ISSUER_EVENT_TYPES.values())
+
 
 def reference_decide(
     state: WalletState | None, message: Inbound, now: datetime, rates: RateTable = NO_RATES
 ) -> Outcome:
-    """`domain.decide`, with an authorization decided by `reference_decide_authorization`."""
-    if state is None or not isinstance(message, AuthorizationRequested):
-        return decide(state, message, now, rates)
-    expired, state = expire_holds(forget_old(state, now), now)
-    decision, state = reference_decide_authorization(state, message, now, rates)
-    return (*expired, decision), state
+    """`domain.decide` as it was: the old `forget_old` before every message, and an authorization
+    decided by `reference_decide_authorization` (lifecycle events and commands apply as they do now).
+    """
+    if state is None:
+        return decide(state, message, now, rates)  # no wallet: nothing here changed
+    expired, state = expire_holds(reference_forget_old(state, now), now)
+    if isinstance(message, AuthorizationRequested):
+        decision, state = reference_decide_authorization(state, message, now, rates)
+        return (*expired, decision), state
+    if isinstance(message, AnyIssuerEventTypes):
+        events, state = apply_issuer_event(state, message, now, rates)
+        return (*expired, *events), state
+    wallet_events, new_state = apply_command(state, message, now)  # type: ignore[arg-type]  # as in domain.decide
+    return (*expired, *wallet_events), new_state
 
 
 def reference_decide_authorization(
@@ -141,3 +158,40 @@ def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> l
             )
         )
     return checks
+
+
+def reference_forget_old(state: WalletState, now: datetime) -> WalletState:
+    """`decide.forget_old` as it was: drop what no rule can need any more."""
+    window_start = now - ROLLING_WINDOW
+    horizon = now - MEMORY_HORIZON
+    current = month_key(now, state.time_zone)
+    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
+    prune_decisions = state.decisions_pruned_at is not None and now - state.decisions_pruned_at >= DECISION_PRUNE_EVERY
+    if (
+        (not state.recent or state.recent[0].at > window_start)
+        and not prune_decisions
+        and all(r.until > now for r in state.raises)
+        and all(at > horizon for at in state.released.values())
+        and all(at > horizon for at in state.issuer_held.values())
+        and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
+    ):
+        return state  # nothing has aged out: keep the same value, copy nothing
+    kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
+    decisions = state.decisions
+    if prune_decisions:
+        old = [key for key, (decided_at, _) in state.decisions.items() if decided_at <= horizon]
+        if old:
+            mutation = as_map(state.decisions).mutate()
+            for key in old:
+                del mutation[key]
+            decisions = mutation.finish()
+    return state.evolve(
+        recent=state.recent[kept:],
+        rolling=_without(state.rolling, state.recent[:kept]),
+        monthly={key: value for key, value in state.monthly.items() if key.rsplit("@", 1)[1] in (current, previous)},
+        raises=tuple(r for r in state.raises if r.until > now),
+        decisions=decisions,
+        decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
+        released={key: at for key, at in state.released.items() if at > horizon},
+        issuer_held={key: at for key, at in state.issuer_held.items() if at > horizon},
+    )

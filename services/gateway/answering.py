@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested, DecisionOutcome
 from schemas.common import Issuer, ReasonCode
 from schemas.issuer_events import AnyIssuerEvent, AuthorizationApprovedByIssuer, AuthorizationExpired
 from schemas.money import Money
@@ -63,7 +63,7 @@ class Answer:
     approved: bool
     reason: ReasonCode
     answered_by: str  # "authorizer" or "gateway"
-    decision: AuthorizationDecided | None = None
+    decision: DecisionOutcome | AuthorizationDecided | None = None
 
 
 def _declined(reason: ReasonCode) -> Answer:
@@ -77,7 +77,7 @@ class _Attempt:
 
     card: CardRef | None = None
     request: AuthorizationRequested | None = None
-    future: asyncio.Future[AuthorizationDecided] | None = None
+    future: asyncio.Future[DecisionOutcome] | None = None
 
 
 def _row(ask: Ask, card: CardRef | None, answer: Answer) -> AnswerRow:
@@ -138,7 +138,7 @@ class Answering:
         broker: Publisher,
         pool: asyncpg.Pool,
         directory: CardDirectory,
-        waiter: Replies[AuthorizationDecided],
+        waiter: Replies[DecisionOutcome],
         topic_prefix: str,
         deadline: timedelta,
         clock: Callable[[], datetime] = utc_now,
@@ -420,7 +420,7 @@ class Answering:
             STAGE_SECONDS.labels(stage).observe(ended - begun)
         return self._authorizers_answer(ask, card, decision)
 
-    def _authorizers_answer(self, ask: Ask, card: CardRef, decision: AuthorizationDecided) -> Answer:
+    def _authorizers_answer(self, ask: Ask, card: CardRef, decision: DecisionOutcome) -> Answer:
         """The decision as the answer, kept in `gateway.answers` after it is sent (`AnswerLog`): a
         retry that finds no row asks the authorizer, which repeats its first decision. Unless another
         attempt here reached the deadline first and answered decline: then that decline again.

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from schemas.authorizations import AuthorizationDecided
+from schemas.authorizations import DecisionOutcome
 from schemas.registry import InvalidMessage, parse
 from schemas.topics import Topic, topic_name
 from schemas.wallet import AnyWalletEvent
@@ -40,11 +41,18 @@ class Replies(Generic[Reply]):
     """Futures of replies on `topic`, by the key `key_of` reads from each (None: not a reply)."""
 
     def __init__(
-        self, settings: Settings, topic: Topic, key_of: Callable[[BaseModel], str | None], max_pending: int
+        self,
+        settings: Settings,
+        topic: Topic,
+        key_of: Callable[[BaseModel], str | None],
+        max_pending: int,
+        read: Callable[[bytes], BaseModel] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._key_of = key_of
+        # How a reply is read: by default the topic's whole contract, validated.
+        self._read = read or partial(parse, topic)
         self._max_pending = max_pending
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -112,7 +120,7 @@ class Replies(Generic[Reply]):
         if not self._pending:
             return  # nobody waits: skip the parse
         try:
-            reply = parse(self._topic, value)
+            reply = self._read(value)
         except InvalidMessage as error:
             _log.warning("reply_unreadable", topic=self._topic.value, error=str(error).splitlines()[0])
             return
@@ -122,9 +130,20 @@ class Replies(Generic[Reply]):
             future.set_result(reply)  # type: ignore[arg-type]
 
 
-def decision_replies(settings: Settings, max_pending: int) -> Replies[AuthorizationDecided]:
-    """Decisions on auth.decisions, by issuer authorization id."""
-    return Replies(settings, Topic.AUTH_DECISIONS, lambda d: getattr(d, "issuer_authorization_id", None), max_pending)
+def decision_replies(settings: Settings, max_pending: int) -> Replies[DecisionOutcome]:
+    """Decisions on auth.decisions, by issuer authorization id: only what answering reads of each."""
+    return Replies(
+        settings, Topic.AUTH_DECISIONS, lambda d: getattr(d, "issuer_authorization_id", None), max_pending,
+        read=_decision_outcome,
+    )  # fmt: skip
+
+
+def _decision_outcome(value: bytes) -> DecisionOutcome:
+    """The outcome of the decision `value` encodes, the rest of it skipped (`DecisionOutcome`)."""
+    try:
+        return DecisionOutcome.model_validate_json(value)
+    except ValidationError as error:
+        raise InvalidMessage(Topic.AUTH_DECISIONS, error) from error
 
 
 def command_replies(settings: Settings, max_pending: int) -> Replies[AnyWalletEvent]:
