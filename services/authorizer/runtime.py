@@ -825,11 +825,21 @@ class Authorizer:
 async def _acknowledged(acks: list[asyncio.Future[object]], timeout_s: float) -> None:
     """Wait for every ack; raise the first send's error, or TimeoutError past `timeout_s` (the
     sends themselves are not cancelled).
+
+    Acks come a produce request at a time, in order: waiting on each in turn, only those still
+    pending get a waiter (`asyncio.wait` on all of them put a callback on every one: ~2 µs per
+    decision, decision 0005).
     """
-    _, late = await asyncio.wait(acks, timeout=timeout_s)
-    if late:
-        raise TimeoutError(f"{len(late)} of {len(acks)} acknowledgements not in {timeout_s:.0f} s")
-    await asyncio.gather(*acks)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    for ack in acks:
+        if not ack.done():
+            await asyncio.wait((ack,), timeout=max(0.0, deadline - loop.time()))
+            if not ack.done():
+                late = sum(not other.done() for other in acks)
+                raise TimeoutError(f"{late} of {len(acks)} acknowledgements not in {timeout_s:.0f} s")
+    for ack in acks:
+        ack.result()  # the first send's error, if any
 
 
 def transient(error: Exception) -> bool:

@@ -275,22 +275,32 @@ def set_hold(state: WalletState, authorization_id: str, hold: Hold | None, **als
     """Place, resize (`hold`) or end (None) one hold, keeping the running totals exact; `also`
     changes other fields in the same new state (a decision remembers itself as it holds).
     """
-    old = hold_of(state, authorization_id)
+    old = state.holds.get(authorization_id)
     held = dict(state.held)
-    for change, sign in ((old, -1), (hold, 1)):
-        if change is None:
-            continue
-        for scope in _hold_scopes(change):
-            held[scope] = held.get(scope, 0) + sign * change.amount_minor
+    if old is not None:
+        _count_held(held, old[1], old[2], -old[3])
     holds = as_map(state.holds)
+    earliest = state.earliest_hold_expiry
     if hold is None:
         holds = holds.delete(authorization_id) if authorization_id in holds else holds
     else:
+        _count_held(held, hold.card_id, hold.trace_id, hold.amount_minor)
         holds = holds.set(authorization_id, hold_row(hold))
-    earliest = state.earliest_hold_expiry
-    if hold is not None and (earliest is None or hold.expires_at < earliest):
-        earliest = hold.expires_at
-    return state.evolve(holds=holds, held={k: v for k, v in held.items() if v}, earliest_hold_expiry=earliest, **also)
+        if earliest is None or hold.expires_at < earliest:
+            earliest = hold.expires_at
+    if 0 in held.values():  # a scope with nothing held any more is left out
+        held = {scope: total for scope, total in held.items() if total}
+    return state.evolve(holds=holds, held=held, earliest_hold_expiry=earliest, **also)
+
+
+def _count_held(held: dict[str, int], card_id: str, trace_id: str | None, amount_minor: int) -> None:
+    """Add `amount_minor` to the held totals of a hold's scopes (`_hold_scopes`), in place."""
+    held["wallet"] = held.get("wallet", 0) + amount_minor
+    scope = "card:" + card_id
+    held[scope] = held.get(scope, 0) + amount_minor
+    if trace_id:
+        scope = "trace:" + trace_id
+        held[scope] = held.get(scope, 0) + amount_minor
 
 
 def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) -> int:
