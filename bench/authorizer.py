@@ -70,6 +70,7 @@ DRAIN_POLL_S = 0.02
 BROKER_WARM_UP = 20_000
 # BENCH_PROFILE=1 records where the authorizer's time goes (folded stacks, for flamegraph tools).
 PROFILE = RESULTS.with_name("authorizer-profile.txt") if os.environ.get("BENCH_PROFILE") else None
+DRAIN_PROFILE = RESULTS.with_name("authorizer-drain-profile.txt") if PROFILE else None
 
 
 def _requests(count: int, tag: str) -> list[tuple[str, bytes, bytes]]:
@@ -311,7 +312,7 @@ async def _measure() -> dict[str, Any]:
         # produced, so that the driver does not share the cores while they are timed.
         results["authorizer_drain"] = await _drain(
             settings, requests_topic, decisions_topic, _requests(DRAIN_REQUESTS, "d"),
-            service_command("services.authorizer"),
+            service_command("services.authorizer", DRAIN_PROFILE),
         )  # fmt: skip
         drain_in, drain_out = f"{bench_in}.drain", f"{bench_out}.drain"
         drain_topics = [TopicSpec(name, settings.kafka_partitions) for name in (drain_in, drain_out)]

@@ -39,7 +39,7 @@ from services.authorizer.domain import Inbound, Outbound, decide, sweep
 from services.authorizer.state import MEMORY_HORIZON, NO_RATES, RateTable, WalletState, recollect
 from services.authorizer.store import BatchEffects, CardDirectory, Fenced, OutboxRow, Store
 from services.platform.consuming import dead_letter_payload
-from services.platform.kafka import create_consumer, create_producer, partition_for, start_producer
+from services.platform.kafka import create_consumer, create_producer, partition_for, send_in_batches, start_producer
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
 
@@ -747,7 +747,7 @@ class Authorizer:
             return
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                acks = [await self._producer.send(row.topic, row.payload, key=row.key) for row in rows]
+                acks = await send_in_batches(self._producer, [(row.topic, row.key, row.payload) for row in rows])
         except Exception as error:  # noqa: BLE001 - any publish failure leaves the rows for the relay, logged
             _log.error("publish_failed", error=str(error), rows=len(rows))
             self._publish_failed = True

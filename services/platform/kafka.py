@@ -104,6 +104,35 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(**producer_config(settings))
 
 
+async def send_in_batches(
+    producer: AIOKafkaProducer, messages: Iterable[tuple[str, bytes, bytes]]
+) -> list[asyncio.Future[Any]]:
+    """Queue keyed messages (topic, key, value) in their order, in a batch per partition at a time,
+    on the partition `partition_for` gives their key; return a future per batch, set once Kafka
+    acknowledged it. The same partitions and per-partition order as a `send` per message, without
+    its per-message work (metadata lookups, a future each: ~5 µs a message, decision 0005).
+    """
+    partitions: dict[str, int] = {}
+    open_batches: dict[tuple[str, int], Any] = {}  # aiokafka's BatchBuilder, filling
+    acks: list[asyncio.Future[Any]] = []
+    for topic, key, value in messages:
+        count = partitions.get(topic)
+        if count is None:
+            count = partitions[topic] = len(await producer.partitions_for(topic))
+        where = (topic, partition_for(key, count))
+        batch = open_batches.get(where)
+        if batch is None:
+            batch = open_batches[where] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full: queue it, start the next
+            acks.append(await producer.send_batch(batch, topic, partition=where[1]))
+            batch = open_batches[where] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a message of {len(value)} bytes does not fit a batch of its own")
+    for (topic, partition), batch in open_batches.items():
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a keyed message (murmur2, as every client)."""
     return _KEY_HASHES.hash(key) % partitions

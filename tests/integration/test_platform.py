@@ -13,7 +13,16 @@ import asyncpg
 import pytest
 
 from services.platform.health import check_kafka, check_postgres
-from services.platform.kafka import TopicSetupError, TopicSpec, ensure_topics, project_topics
+from services.platform.kafka import (
+    TopicSetupError,
+    TopicSpec,
+    create_consumer,
+    create_producer,
+    ensure_topics,
+    partition_for,
+    project_topics,
+    send_in_batches,
+)
 from services.platform.migrations import Migration, MigrationError, apply_migrations, discover
 from services.platform.settings import Settings
 from tests.support.infra import ROOT, Infrastructure, free_port
@@ -92,6 +101,36 @@ async def test_ensure_topics_creates_partitions_and_is_idempotent(settings: Sett
     too_many = TopicSpec(f"{settings.topic_prefix}.auth.requests", settings.kafka_partitions + 1)
     with pytest.raises(TopicSetupError, match="has 3 partitions, 4 configured"):
         await ensure_topics(settings.kafka_bootstrap_servers, [too_many])
+
+
+async def test_messages_sent_in_batches_land_by_key_in_order(settings: Settings) -> None:
+    """`send_in_batches` (the authorizer's outbox): every message on its key's partition, each key's
+    messages in the order given, batches filled past their size and split; one ack per batch.
+    """
+    topics = [f"{settings.topic_prefix}.batches.{name}" for name in ("a", "b")]
+    await ensure_topics(settings.kafka_bootstrap_servers, [TopicSpec(topic, 3) for topic in topics])
+    sent = [(topics[index % 2], f"wallet-{index % 7}".encode(), f"{index}:".encode() + b"x" * 3_000)
+            for index in range(60)]  # fmt: skip
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        acks = await send_in_batches(producer, sent)
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    consumer = create_consumer(settings, topics, group_id=None)
+    await consumer.start()
+    received: list[tuple[str, int, bytes, bytes]] = []
+    try:
+        while len(received) < len(sent):
+            for records in (await consumer.getmany(timeout_ms=1_000)).values():
+                received += [(r.topic, r.partition, r.key or b"", r.value or b"") for r in records]
+    finally:
+        await consumer.stop()
+    assert all(partition == partition_for(key, 3) for _, partition, key, _ in received)
+    by_key = {(topic, key): [value for t, _, k, value in received if (t, k) == (topic, key)] for topic, key, _ in sent}
+    assert by_key == {(topic, key): [v for t, k, v in sent if (t, k) == (topic, key)] for topic, key, _ in sent}
+    assert len(sent) / 5 < len(acks) < len(sent)  # ~16 KB batches of 3 KB messages: several, not one each
 
 
 async def test_health_checks_tell_up_from_down(infrastructure: Infrastructure) -> None:

@@ -56,8 +56,24 @@ class _StuckProducer:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
+    async def partitions_for(self, _: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, *_: object, **__: object) -> asyncio.Future[object]:
+        return await self.send()
+
     async def stop(self) -> None:
         self.stopped = True
+
+
+class _Batch:
+    """A batch being filled, as aiokafka's `BatchBuilder`: room for anything."""
+
+    def append(self, **_: object) -> object:
+        return object()
 
 
 async def test_a_failed_recovery_leaves_nothing_to_send_through(monkeypatch: pytest.MonkeyPatch) -> None:
