@@ -194,7 +194,8 @@ async def _drain(
     by_role = cpu_us_per_request(cpu_before, cpu_after, answered)
     cpu = {role: value for role, value in by_role.items() if role not in roles}
     cpu["system"] = by_role.get("system0", 0.0)
-    return {"per_s": answered / elapsed, "requests": len(requests), "cpu_us_per_request": cpu}
+    stages = _stage_seconds(system.lines)  # the authorizer's own split and its collector's time
+    return {"per_s": answered / elapsed, "requests": len(requests), "cpu_us_per_request": cpu, "stages": stages}
 
 
 async def _answered(
@@ -260,7 +261,7 @@ def _stage_seconds(lines: list[str]) -> dict[str, float | int]:
             continue
         if record.get("event") == "authorizer_stopped":
             split = {key: round(value, 2) for key, value in record["seconds_by_stage"].items()}
-            return split | {"batches": record["batches"], "records": record["records"]}
+            return split | {key: record.get(key) for key in ("batches", "records", "gc_seconds", "gc_collections")}
     return {}
 
 

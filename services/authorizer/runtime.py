@@ -41,6 +41,7 @@ from services.authorizer.store import BatchEffects, CardDirectory, Fenced, Outbo
 from services.platform.consuming import dead_letter_payload
 from services.platform.kafka import create_consumer, create_producer, partition_for, send_in_batches, start_producer
 from services.platform.logging import get_logger
+from services.platform.service import GC_COLLECTIONS, GC_SECONDS
 from services.platform.settings import Settings
 
 INPUT_TOPICS = (Topic.WALLET_COMMANDS, Topic.ISSUER_EVENTS, Topic.AUTH_REQUESTS)
@@ -199,6 +200,8 @@ class Authorizer:
             seconds_by_stage={k: round(v, 3) for k, v in self.seconds_by_stage.items()},
             batches=self.batches,
             records=self.records,
+            gc_seconds={generation: round(seconds, 3) for generation, seconds in GC_SECONDS.items()},
+            gc_collections=dict(GC_COLLECTIONS),
         )
 
     async def run(self) -> None:
