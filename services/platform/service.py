@@ -144,11 +144,14 @@ def tune_garbage_collector() -> None:
     A service keeps a large, long-lived heap (the authorizer's wallets) and allocates many small
     short-lived objects per message; with the default threshold (700) the collector ran every few
     messages and scanned more as the heap grew: about 40% of a decision's time in a profile
-    (docs/decisions/0005). Reference counting still frees almost everything at once.
+    (docs/decisions/0005). Reference counting still frees almost everything at once. Each young
+    collection scans what is alive of the batches in flight, so fewer, larger ones cost less in
+    all: at 50,000 the authorizer draining 40,000 requests ran 5 young collections (0.08 s, the
+    longest ~17 ms) where 10,000 ran 86 (0.27 s, ~6 µs a decision).
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(10_000, 50, 1_000)
+    gc.set_threshold(50_000, 50, 1_000)
     if _time_collections not in gc.callbacks:
         gc.callbacks.append(_time_collections)
 
