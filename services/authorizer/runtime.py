@@ -629,19 +629,18 @@ class Authorizer:
         topic = self._output_topics[event.type]
         if isinstance(event, Decided):  # a decision just made carries its JSON (the hot path)
             effects.name(event.wallet_id, event.issuer_authorization_id)
-            effects.decisions.append((event, event.payload))
-            effects.outbox.append((topic, event.wallet_id, event.event_id_text, event.payload))
+            effects.add_decision(event, event.payload, topic, event.event_id_text)
             return
         effects.name(event.wallet_id, getattr(event, "issuer_authorization_id", None))  # an expiry, say
-        payload = None
         if isinstance(event, AuthorizationDecided):  # repeated: from memory or Postgres
             # The state keeps each decision's JSON: reuse it rather than serialize it again.
             remembered = None if state is None else state.decisions.get(event.issuer_authorization_id)
             payload = remembered[1] if remembered is not None else serialize(event)
-            effects.decisions.append((event, payload))
-        elif isinstance(event, WalletCreated | CardCreated | StatusChanged):
+            effects.add_decision(event, payload, topic, str(event.event_id))
+            return
+        if isinstance(event, WalletCreated | CardCreated | StatusChanged):
             effects.directory.append(event)
-        effects.outbox.append((topic, event.wallet_id, str(event.event_id), payload or serialize(event)))
+        effects.outbox.append((topic, event.wallet_id, str(event.event_id), serialize(event)))
 
     def _dead_letter(self, effects: BatchEffects, record: Record, error: InvalidMessage | str) -> None:
         """Bad input goes to the topic's dead-letter twin with the error; the consumer goes on."""

@@ -47,9 +47,9 @@ APPLIED_EVENTS_RETENTION = timedelta(days=14)
 FORGET_CHUNK = 5_000
 
 
-# The whole batch in one call (schemas/sql/0013_decisions_by_card_and_trace.sql, after 0009); PSF01: a
-# partition's epoch moved on.
-_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 39)) + ")"
+# The whole batch in one call (schemas/sql/0017_commit_batch_payload_once.sql, after 0009 and 0013);
+# PSF01: a partition's epoch moved on.
+_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 40)) + ")"
 _FENCED_SQLSTATE = "PSF01"
 
 
@@ -108,10 +108,19 @@ class BatchEffects:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
     published: list[int] = field(default_factory=list)  # outbox rows sent since the last commit
     applied_events: list[tuple[UUID, str]] = field(default_factory=list)  # issuer events, by id and wallet
+    # Which outbox rows are decisions' (their position → the decision's in `decisions`): commit_batch
+    # takes their payload from the decision rather than a second copy (migration 0017).
+    decision_rows: dict[int, int] = field(default_factory=dict)
     # The issuer authorization ids each wallet's messages and events of the batch named: a hold
     # changes only through one of them (a request, a lifecycle event, an expiry), so only these are
     # compared with the state before, not every open hold of the wallet (see `_hold_changes`).
     named: dict[str, set[str]] = field(default_factory=dict)
+
+    def add_decision(self, decision: Decided | AuthorizationDecided, payload: bytes, topic: str, event_id: str) -> None:
+        """A decision to record and publish: its row, and its outbox row (the same payload)."""
+        self.decision_rows[len(self.outbox)] = len(self.decisions)
+        self.decisions.append((decision, payload))
+        self.outbox.append((topic, decision.wallet_id, event_id, payload))
 
     def name(self, wallet_id: str, authorization_id: str | None) -> None:
         """Note that the batch's messages or events named `authorization_id` in `wallet_id`."""
@@ -249,7 +258,7 @@ class Store:
                 ],
                 8,
             ),
-            *_transpose([(t, k, e, p.decode()) for t, k, e, p in effects.outbox], 4),
+            *_outbox_rows(effects),
             *_transpose(effects.applied_events, 2),
             effects.published,
         )  # fmt: skip
@@ -349,6 +358,20 @@ class Store:
 def _transpose(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
     """Rows as columns, for `unnest($1::type[], $2::type[], ...)`."""
     return tuple([row[index] for row in rows] for index in range(width))
+
+
+def _outbox_rows(effects: BatchEffects) -> tuple[list[Any], ...]:
+    """The outbox rows as the columns `commit_batch` takes (topic, key, event id, payload, decision):
+    a decision's row has no payload of its own but the 1-based position of its decision.
+    """
+    decision_rows = effects.decision_rows
+    rows = [
+        (topic, key, event_id, None, decision_rows[position] + 1)
+        if position in decision_rows
+        else (topic, key, event_id, payload.decode(), None)
+        for position, (topic, key, event_id, payload) in enumerate(effects.outbox)
+    ]
+    return _transpose(rows, 5)
 
 
 def _wallet_rows(effects: BatchEffects) -> tuple[list[Any], ...]:

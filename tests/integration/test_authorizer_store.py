@@ -156,3 +156,23 @@ async def test_applied_issuer_events_are_forgotten_after_the_retention_by_an_ind
     assert await store.applied_events(ids) == {ids[7]}
     plan = await _plan(pool, "SELECT event_id FROM authorizer.applied_events WHERE applied_at < $1 ORDER BY applied_at")
     assert "applied_events_applied_at" in plan
+
+
+async def test_a_decision_is_sent_once_and_its_outbox_row_carries_it(pool: asyncpg.Pool) -> None:
+    """Decisions' outbox rows name their decision instead of repeating its JSON (migration 0017):
+    the outbox keeps every row's payload in the order given, decisions among other rows, and what
+    is left unpublished reads back as it was committed.
+    """
+    store = Store(pool, "group-outbox-once")
+    events, _ = run_on(wallet(), request(100, auth="o1"), request(10**9, auth="o2"))
+    first, second = events[-2:]  # an approval and a decline, as the authorizer made them
+    effects = BatchEffects()
+    effects.outbox.append(("wallet.events", "wal_1", str(uuid.uuid4()), b'{"n": 1}'))
+    effects.add_decision(first, first.model_dump_json().encode(), "auth.decisions", str(first.event_id))
+    effects.outbox.append(("auth.requests.dead-letter", "wal_1", str(uuid.uuid4()), b'{"n": 2}'))
+    effects.add_decision(second, second.model_dump_json().encode(), "auth.decisions", str(second.event_id))
+    rows = await store.commit(effects, {})
+    written = [(row.topic, row.key, row.payload) for row in await store.unpublished()]
+    expected = [(topic, key.encode(), payload) for topic, key, _, payload in effects.outbox]
+    assert ([(row.topic, row.key, row.payload) for row in rows], written) == (expected, expected)
+    assert [row.outbox_id for row in rows] == sorted(row.outbox_id for row in rows)
