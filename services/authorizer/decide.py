@@ -17,9 +17,8 @@ from typing import Any, NamedTuple
 from pydantic_core import to_json
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
-from schemas.common import CAP_REASONS, CapKind, CapStatus, Merchant, ReasonCode
+from schemas.common import CAP_REASONS, CapKind, Merchant, ReasonCode
 from schemas.money import CURRENCY_EXPONENTS, Money
-from schemas.trusted import trusted
 from services.authorizer.state import (
     DECISION_PRUNE_EVERY,
     DEFAULT_HOLD_TTL,
@@ -93,27 +92,6 @@ class CapCheck(NamedTuple):
     def fits(self, amount_minor: int) -> bool:
         """True when `amount_minor` more stays within the limit."""
         return self.spent_minor + self.held_minor + amount_minor <= self.limit_minor
-
-    def status(self, currency: str, extra_held_minor: int = 0) -> CapStatus:
-        """The contract's view of this cap, optionally with a new hold counted.
-
-        Built without re-validation: every field is one of ours, and the amounts inside went
-        through `Money.of`'s checks.
-        """
-        used = self.spent_minor + self.held_minor + extra_held_minor
-        return trusted(
-            CapStatus,
-            {
-                "cap": self.cap,
-                "scope_id": self.scope_id,
-                "limit": Money.of(self.limit_minor, currency),
-                "spent": Money.of(self.spent_minor, currency),
-                "held": Money.of(self.held_minor + extra_held_minor, currency),
-                "remaining": Money.of(max(0, self.limit_minor - used), currency),
-                "over_by": Money.of(max(0, used - self.limit_minor), currency),
-                "window_ends_at": self.window_ends_at,
-            },
-        )
 
 
 def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:

@@ -10,7 +10,7 @@ import bisect
 from datetime import datetime
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
-from schemas.common import CapKind, ReasonCode
+from schemas.common import CapKind, CapStatus, ReasonCode
 from schemas.issuer_events import ISSUER_EVENT_TYPES
 from schemas.money import Money
 from schemas.trusted import trusted
@@ -89,7 +89,9 @@ def reference_decide_authorization(
             "failed_cap": None if failed is None else failed.cap,
             "cap_amount": None if cap_minor is None else Money.of(cap_minor, state.currency),
             "trace_id": trace_id,
-            "caps": tuple(check.status(state.currency, cap_minor if approved and cap_minor else 0) for check in checks),
+            "caps": tuple(
+                _status(check, state.currency, cap_minor if approved and cap_minor else 0) for check in checks
+            ),
             "decided_at": now,
             "hold_expires_at": now + DEFAULT_HOLD_TTL if approved else None,
         },
@@ -194,4 +196,26 @@ def reference_forget_old(state: WalletState, now: datetime) -> WalletState:
         decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
         released={key: at for key, at in state.released.items() if at > horizon},
         issuer_held={key: at for key, at in state.issuer_held.items() if at > horizon},
+    )
+
+
+def _status(check: CapCheck, currency: str, extra_held_minor: int = 0) -> CapStatus:
+    """The contract's view of a cap, optionally with a new hold counted (`CapCheck.status` as it was).
+
+    Built without re-validation: every field is one of ours, and the amounts inside went through
+    `Money.of`'s checks.
+    """
+    used = check.spent_minor + check.held_minor + extra_held_minor
+    return trusted(
+        CapStatus,
+        {
+            "cap": check.cap,
+            "scope_id": check.scope_id,
+            "limit": Money.of(check.limit_minor, currency),
+            "spent": Money.of(check.spent_minor, currency),
+            "held": Money.of(check.held_minor + extra_held_minor, currency),
+            "remaining": Money.of(max(0, check.limit_minor - used), currency),
+            "over_by": Money.of(max(0, used - check.limit_minor), currency),
+            "window_ends_at": check.window_ends_at,
+        },
     )
