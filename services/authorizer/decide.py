@@ -57,8 +57,7 @@ def derived_id(*parts: object) -> uuid.UUID:
     Exactly `uuid.uuid5(EVENT_NAMESPACE, "|".join(map(str, parts)))`, built without `UUID.__init__`'s
     argument checks (one per decision; they cost half of it). `tests/unit/test_authorizer_state.py` compares.
     """
-    name = "|".join(map(str, parts)).encode()
-    digest = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
+    digest = _name_digest(parts)
     made = object.__new__(uuid.UUID)
     object.__setattr__(made, "int", int.from_bytes(digest[:16]) & _UUID5_CLEAR | _UUID5_SET)
     object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
@@ -67,12 +66,16 @@ def derived_id(*parts: object) -> uuid.UUID:
 
 def derived_id_text(*parts: object) -> str:
     """`str(derived_id(*parts))`, without building the UUID (one per decision)."""
-    name = "|".join(map(str, parts)).encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest = bytearray(_name_digest(parts)[:16])
     digest[6] = digest[6] & 0x0F | 0x50  # version 5
     digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
     hexed = digest.hex()
     return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+
+
+def _name_digest(parts: tuple[object, ...]) -> bytes:
+    """The SHA-1 of a name-based (version 5) UUID of `parts` in `EVENT_NAMESPACE`."""
+    return hashlib.sha1(_NAMESPACE_BYTES + "|".join(map(str, parts)).encode(), usedforsecurity=False).digest()
 
 
 class CapCheck(NamedTuple):
@@ -309,7 +312,7 @@ def decide_authorization(
     amount_minor = cap_minor or 0
     failed = None
     for check in checks:
-        if check.spent_minor + check.held_minor + amount_minor > check.limit_minor:
+        if not check.fits(amount_minor):
             failed = check
             reason = _REASON_BY_CAP[check.cap]
             break
