@@ -240,7 +240,9 @@ class Decided:
     `AuthorizationDecided` the payload encodes (validated), for tests and rare paths.
     """
 
-    __slots__ = ("approved", "decided_at", "event_id_text", "failed_cap", "payload", "reason", "request", "trace_id")
+    __slots__ = (
+        "approved", "decided_at", "event_id_text", "failed_cap", "payload", "reason", "request", "text", "trace_id",
+    )  # fmt: skip
     type = "authorization_decided"
 
     def __init__(  # noqa: PLR0917 - one argument per field, all needed
@@ -252,7 +254,7 @@ class Decided:
         failed_cap: CapKind | None,
         trace_id: str | None,
         decided_at: datetime,
-        payload: bytes,
+        text: str,
     ) -> None:
         self.request = request
         self.event_id_text = event_id_text
@@ -261,7 +263,8 @@ class Decided:
         self.failed_cap = failed_cap
         self.trace_id = trace_id
         self.decided_at = decided_at
-        self.payload = payload
+        self.text = text  # the JSON as text, for Postgres (a decode of the bytes cost ~1.7 us)
+        self.payload = text.encode()  # and as bytes, for Kafka and the state's memory
 
     @property
     def wallet_id(self) -> str:
@@ -318,16 +321,16 @@ def decide_authorization(
             break
     approved = reason is None
     event_id_text = derived_id_text("decision", authorization_id)
-    payload = _decision_json(
+    text = _decision_json(
         state.currency, request, event_id_text, reason, failed, cap_minor, trace_id, checks, now,
         amount_minor if approved else 0,
     )  # fmt: skip
     decision = Decided(
         request, event_id_text, approved, reason or ReasonCode.APPROVED, None if failed is None else failed.cap,
-        trace_id, now, payload,
+        trace_id, now, text,
     )  # fmt: skip
     remembered = {
-        "decisions": as_map(state.decisions).set(authorization_id, (now, payload)),
+        "decisions": as_map(state.decisions).set(authorization_id, (now, decision.payload)),
         "decisions_pruned_at": state.decisions_pruned_at or now,  # the clock of the next bulk prune
     }
     if not approved:
@@ -347,7 +350,7 @@ def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one plac
     checks: list[CapCheck],
     now: datetime,
     extra_held_minor: int,
-) -> bytes:
+) -> str:
     """The decision's JSON, byte for byte what pydantic wrote for the model the reference builds
     (the same fields in the same order: the request's echo, then the outcome).
     """
@@ -378,7 +381,7 @@ def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one plac
         f'"trace_id":{"null" if trace_id is None else _quoted(trace_id)},"caps":[{caps}],'
         f'"decided_at":{_datetime_json(now)},'
         f'"hold_expires_at":{_datetime_json(now + DEFAULT_HOLD_TTL) if approved else "null"}}}'
-    ).encode()
+    )
 
 
 _MERCHANT_JSON = Merchant.__pydantic_serializer__

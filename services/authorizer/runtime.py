@@ -629,7 +629,7 @@ class Authorizer:
         topic = self._output_topics[event.type]
         if isinstance(event, Decided):  # a decision just made carries its JSON (the hot path)
             effects.name(event.wallet_id, event.issuer_authorization_id)
-            effects.add_decision(event, event.payload, topic, event.event_id_text)
+            effects.add_decision(event, event.payload, topic, event.event_id_text, event.text)
             return
         effects.name(event.wallet_id, getattr(event, "issuer_authorization_id", None))  # an expiry, say
         if isinstance(event, AuthorizationDecided):  # repeated: from memory or Postgres

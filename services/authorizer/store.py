@@ -47,9 +47,13 @@ APPLIED_EVENTS_RETENTION = timedelta(days=14)
 FORGET_CHUNK = 5_000
 
 
-# The whole batch in one call (schemas/sql/0017_commit_batch_payload_once.sql, after 0009 and 0013);
-# PSF01: a partition's epoch moved on.
-_COMMIT_BATCH = "SELECT authorizer.commit_batch(" + ", ".join(f"${n}" for n in range(1, 40)) + ")"
+# The whole batch in one call (schemas/sql/0017_commit_batch_payload_once.sql, after 0009 and 0013),
+# its text columns packed (0019); PSF01: a partition's epoch moved on.
+_COMMIT_BATCH = "SELECT authorizer.commit_batch_packed(" + ", ".join(f"${n}" for n in range(1, 40)) + ")"
+# Which of commit_batch's 39 arguments are text columns, passed packed (see `_packed`).
+_PACKED_ARGUMENTS = frozenset({1, 5, 8, 9, 10, 11, 12, 13, 17, 18, 20, 21, 23, 24, 26, 29, 30, 31, 32, 33, 37})
+# A packed column's separator, and its stand-in for NULL (migration 0019's `unpack_text`).
+_UNIT, _NULL = "\x1f", "\x1e"
 _FENCED_SQLSTATE = "PSF01"
 
 
@@ -102,7 +106,8 @@ class BatchEffects:
 
     wallets: dict[str, WalletState] = field(default_factory=dict)
     previous: dict[str, WalletState | None] = field(default_factory=dict)  # as the batch found them
-    decisions: list[tuple[Decided | AuthorizationDecided, bytes]] = field(default_factory=list)  # with their JSON
+    # Each with its JSON as text (what Postgres is sent; the outbox keeps the bytes).
+    decisions: list[tuple[Decided | AuthorizationDecided, str]] = field(default_factory=list)
     outbox: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # topic, key, event id, payload
     directory: list[CardCreated | WalletCreated | StatusChanged] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
@@ -116,10 +121,19 @@ class BatchEffects:
     # compared with the state before, not every open hold of the wallet (see `_hold_changes`).
     named: dict[str, set[str]] = field(default_factory=dict)
 
-    def add_decision(self, decision: Decided | AuthorizationDecided, payload: bytes, topic: str, event_id: str) -> None:
-        """A decision to record and publish: its row, and its outbox row (the same payload)."""
+    def add_decision(
+        self,
+        decision: Decided | AuthorizationDecided,
+        payload: bytes,
+        topic: str,
+        event_id: str,
+        text: str | None = None,
+    ) -> None:
+        """A decision to record and publish: its row, and its outbox row (the same payload; `text`
+        is the payload decoded, when the caller has it already).
+        """
         self.decision_rows[len(self.outbox)] = len(self.decisions)
-        self.decisions.append((decision, payload))
+        self.decisions.append((decision, payload.decode() if text is None else text))
         self.outbox.append((topic, decision.wallet_id, event_id, payload))
 
     def name(self, wallet_id: str, authorization_id: str | None) -> None:
@@ -243,7 +257,7 @@ class Store:
         explicit transaction.
         """
         partitions = sorted(effects.offsets)
-        arguments = (
+        columns = (
             self._group,
             [topic for topic, _ in partitions],
             [partition for _, partition in partitions],
@@ -252,9 +266,9 @@ class Store:
             *_wallet_rows(effects),
             *_transpose(
                 [
-                    (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, payload.decode(),
-                     d.decided_at, d.card_id, d.trace_id)
-                    for d, payload in effects.decisions
+                    (d.issuer_authorization_id, d.wallet_id, d.approved, d.reason.value, text, d.decided_at,
+                     d.card_id, d.trace_id)
+                    for d, text in effects.decisions
                 ],
                 8,
             ),
@@ -262,6 +276,10 @@ class Store:
             *_transpose(effects.applied_events, 2),
             effects.published,
         )  # fmt: skip
+        arguments = [
+            _packed(column) if index in _PACKED_ARGUMENTS else column  # type: ignore[arg-type]  # a text column
+            for index, column in enumerate(columns)
+        ]
         async with self._pool.acquire() as connection:
             try:
                 if effects.directory:
@@ -353,6 +371,19 @@ class Store:
         await self._pool.execute(
             "UPDATE authorizer.outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])", outbox_ids
         )
+
+
+def _packed(column: list[str | None]) -> str:
+    """A text column as `commit_batch_packed` takes it: one string, elements separated by U+001F,
+    None as U+001E (migration 0019). Raises if an element could not be told apart when unpacked.
+    """
+    nulls = column.count(None)
+    packed = _UNIT.join([_NULL if text is None else text for text in column] if nulls else column)  # type: ignore[arg-type]
+    if packed.count(_UNIT) != max(0, len(column) - 1) or packed.count(_NULL) != nulls:
+        raise ValueError("a text column holds U+001F or U+001E, which its packing reserves")
+    if column == [""]:
+        raise ValueError("a text column of one empty string cannot be packed (it reads back empty)")
+    return packed
 
 
 def _transpose(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:

@@ -9,11 +9,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from schemas.policies import CardCaps, WalletCaps
 from services.authorizer.domain import Inbound
 from services.authorizer.state import WalletState
-from services.authorizer.store import BatchEffects, Store
+from services.authorizer.store import BatchEffects, Store, _packed
 from tests.support.builders import CARD, cleared, refund, request, reversed_, run_on, usd, wallet
 from tests.support.samples import NOW
 
@@ -199,3 +200,32 @@ async def test_decision_payloads_are_compressed_with_lz4_and_read_back_as_writte
     )  # fmt: skip
     assert (stored["decision"].encode(), stored["payload"].encode()) == (padded, padded)
     assert (stored["d_method"], stored["o_method"]) == ("lz4", "lz4")
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        [],
+        ["a"],
+        ["a", "b"],
+        [None],
+        [None, None],
+        ["a", None, "b"],
+        ["", "x"],
+        ['{"json": "with \\u001f escaped"}', None],
+    ],
+)
+async def test_a_packed_text_column_unpacks_to_the_same_elements(pool: asyncpg.Pool, column: list[str | None]) -> None:
+    """The text columns commit_batch_packed takes (migration 0019) read back element for element,
+    NULLs included, in Postgres's own unpacking.
+    """
+    assert await pool.fetchval("SELECT authorizer.unpack_text($1)", _packed(column)) == column
+
+
+@pytest.mark.parametrize("column", [["a\x1fb"], ["a\x1eb"], ["ok", "\x1e"], [""]])
+def test_a_column_that_could_not_be_told_apart_is_refused_not_packed(column: list[str | None]) -> None:
+    """An element holding the separator or the NULL stand-in, or a lone empty string (it would
+    read back as no element at all), is an error, never a different batch written.
+    """
+    with pytest.raises(ValueError, match=r"packed|packing"):
+        _packed(column)
