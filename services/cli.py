@@ -20,7 +20,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from services.client import ApiClient, ApiError, minor_units, money_text
+from services.client import ApiClient, ApiError, minor_units, money_text, per_call_line, spendable_headline
 from services.gateway.keys import Scope, create_key
 from services.gateway.simulator import MerchantData, simulated_authorization
 from services.ledger.store import Mismatch, export_csv, reconcile
@@ -129,18 +129,14 @@ def cards_create(  # noqa: PLR0917 - one option per field a card has
 
 @app.command()
 def balance(card_id: Annotated[str, typer.Argument(help="the card")]) -> None:
-    """What remains on a card: its tightest cap first, then every other cap that applies."""
+    """What the card's next authorization can get (the cap that leaves the least), then every cap."""
     card = _client().card(card_id)
-    caps = sorted(card["caps"], key=lambda c: (c["cap"] != "card_funded", c["remaining"]["amount_minor"]))
-    if not caps:
-        typer.echo(f"card {card_id} has no caps ({card['status']})")
-        return
-    first, *others = caps
-    typer.echo(f"Remaining: {money_text(first['remaining'])} of {money_text(first['limit'])}  ({first['cap']})")
-    for cap in others:
+    typer.echo(spendable_headline(card))
+    per_call = per_call_line(card)
+    if per_call is not None:
+        typer.echo(f"  {per_call}")
+    for cap in card["caps"]:
         typer.echo(f"  {_cap_line(cap)}")
-    if card["status"] != "active":
-        typer.echo(f"  card is {card['status']}: every authorization is declined")
 
 
 def _card_status(card_id: str, action: str, reason: str) -> None:

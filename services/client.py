@@ -49,6 +49,24 @@ def money_text(money: dict[str, Any]) -> str:
     return f"{symbol}{number}" if symbol else f"{number} {currency}"
 
 
+def spendable_headline(card: dict[str, Any]) -> str:
+    """What the next authorization on a card can get, as `pursestrings balance` headlines it, from
+    the API's card (`spendable`): "Remaining: $0.00 of $50.00  (wallet_rolling_24h)".
+    """
+    can = card["spendable"]
+    if can["blocked"]:
+        return f"Remaining: {money_text(can['amount'])}  ({can['blocked']}: every authorization is declined)"
+    if can["amount"] is None:
+        return "Remaining: no cumulative cap"
+    return f"Remaining: {money_text(can['amount'])} of {money_text(can['limit'])}  ({can['cap']})"
+
+
+def per_call_line(card: dict[str, Any]) -> str | None:
+    """The per-authorization limit, said as what it is: a limit per call, not a budget."""
+    limit = card["spendable"]["per_authorization"]
+    return None if limit is None else f"at most {money_text(limit)} per authorization"
+
+
 class ApiClient:
     """Calls to /v1 with one key."""
 

@@ -18,7 +18,7 @@ import httpx
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from services.client import DEFAULT_API_URL, minor_units, money_text
+from services.client import DEFAULT_API_URL, minor_units, money_text, per_call_line, spendable_headline
 
 INSTRUCTIONS = (
     "pursestrings puts hard spending caps on this agent's virtual cards. Call check_balance before a "
@@ -71,16 +71,23 @@ def build_server(api_url: str, api_key: str) -> MCPServer:
 
     @server.tool()
     async def check_balance(card_id: str) -> dict[str, Any]:
-        """What remains on a card under every cap that applies (card, trace, wallet), and its status."""
+        """What the card's next authorization can be approved for (`remaining`, set by `binding_cap`,
+        the cap that leaves the least; `per_authorization_limit` caps each call on top), its status,
+        and every cap that applies (card, trace, wallet).
+        """
         card = await api.call("GET", f"/v1/cards/{card_id}")
-        caps = _caps(card)
-        tightest = min(caps, key=lambda c: c["remaining_minor"], default=None)
+        can = card["spendable"]
         return {
             "card_id": card_id,
             "status": card["status"],
-            "remaining": None if tightest is None else tightest["remaining"],
+            "summary": spendable_headline(card),
+            "remaining": None if can["amount"] is None else money_text(can["amount"]),
+            "remaining_minor": None if can["amount"] is None else can["amount"]["amount_minor"],
+            "binding_cap": can["cap"],
+            "per_authorization_limit": per_call_line(card),
+            "blocked": can["blocked"],
             "trace_id": card["trace_id"],
-            "caps": caps,
+            "caps": _caps(card),
         }
 
     @server.tool()

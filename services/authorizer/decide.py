@@ -188,7 +188,7 @@ def _raised(state: WalletState, checks: list[CapCheck], now: datetime) -> list[C
     ]
 
 
-def _policy_reason(state: WalletState, request: AuthorizationRequested, now: datetime) -> ReasonCode | None:  # noqa: PLR0911 - a return per check
+def _policy_reason(state: WalletState, request: AuthorizationRequested, now: datetime) -> ReasonCode | None:
     """The first failing deadline, card, wallet or merchant check, or None when all pass."""
     if (
         now > request.deadline_at
@@ -196,23 +196,33 @@ def _policy_reason(state: WalletState, request: AuthorizationRequested, now: dat
         or request.issuer_authorization_id in state.issuer_held  # answered, then approved by the issuer
     ):
         return ReasonCode.DEADLINE_EXCEEDED
-    card = state.cards.get(request.card_id)
-    if card is None:
-        return ReasonCode.CARD_NOT_FOUND
-    mcc = request.merchant.mcc
-    # In ARCHITECTURE.md's order; written out rather than as a table, since every decision runs it.
-    if card.status != "active":
-        return ReasonCode.CARD_CLOSED if card.status == "closed" else ReasonCode.CARD_FROZEN
-    if card.expires_at is not None and card.expires_at <= now:
-        return ReasonCode.CARD_EXPIRED
-    if state.status != "active":
-        return ReasonCode.WALLET_CLOSED if state.status == "closed" else ReasonCode.WALLET_FROZEN
+    standing = card_standing(state, request.card_id, now)
+    if standing is not None:
+        return standing
+    card, mcc = state.cards[request.card_id], request.merchant.mcc
     if card.mcc_allow and mcc not in card.mcc_allow:
         return ReasonCode.MCC_NOT_ALLOWED
     if mcc in card.mcc_block:
         return ReasonCode.MCC_BLOCKED
     if card.merchant_lock is not None and request.merchant.network_id != card.merchant_lock:
         return ReasonCode.MERCHANT_LOCKED
+    return None
+
+
+def card_standing(state: WalletState, card_id: str, now: datetime) -> ReasonCode | None:
+    """Why every authorization on `card_id` is declined at `now`, whatever its amount and merchant
+    (the card unknown, closed, frozen or expired; the wallet closed or frozen), or None.
+    In ARCHITECTURE.md's order; written out rather than as a table, since every decision runs it.
+    """
+    card = state.cards.get(card_id)
+    if card is None:
+        return ReasonCode.CARD_NOT_FOUND
+    if card.status != "active":
+        return ReasonCode.CARD_CLOSED if card.status == "closed" else ReasonCode.CARD_FROZEN
+    if card.expires_at is not None and card.expires_at <= now:
+        return ReasonCode.CARD_EXPIRED
+    if state.status != "active":
+        return ReasonCode.WALLET_CLOSED if state.status == "closed" else ReasonCode.WALLET_FROZEN
     return None
 
 

@@ -19,7 +19,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import CapKind, Identifier, Issuer, Mcc, Reason, TraceId
+from schemas.common import CapKind, Identifier, Issuer, Mcc, Reason, ReasonCode, TraceId
 from schemas.money import CurrencyCode, Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
 from schemas.registry import serialize
@@ -42,7 +42,8 @@ from schemas.wallet import (
     UnfreezeWallet,
     UpdateCaps,
 )
-from services.authorizer.decide import CapCheck, applicable_caps, wallet_caps
+from services.authorizer.decide import CapCheck, wallet_caps
+from services.authorizer.spendable import spendable
 from services.authorizer.state import WalletState, bound_trace
 from services.authorizer.store import Store
 from services.gateway.keys import ApiKey, Scope, authenticate
@@ -128,8 +129,21 @@ class CapOut(BaseModel):
     window_ends_at: datetime | None
 
 
+class SpendableOut(BaseModel):
+    """What the next authorization on the card can get: the least any cumulative cap leaves."""
+
+    amount: Money | None = Field(
+        description="the most the next authorization can be approved for; 0 when blocked; null with no cumulative cap"
+    )
+    cap: CapKind | None = Field(description="the cap that leaves the least (null with no cumulative cap)")
+    scope_id: str | None = Field(description="whose cap it is: the card, the trace or the wallet")
+    limit: Money | None = Field(description="that cap's limit, raises included")
+    per_authorization: Money | None = Field(description="at most this per authorization: a per-call limit, no budget")
+    blocked: ReasonCode | None = Field(description="why every authorization is declined now, if it is")
+
+
 class CardOut(BaseModel):
-    """A card and every cap that applies to it."""
+    """A card, what it can spend next, and every cap that applies to it."""
 
     card_id: str
     wallet_id: str
@@ -140,6 +154,7 @@ class CardOut(BaseModel):
     status: str
     funded_amount: Money | None
     trace_id: str | None
+    spendable: SpendableOut
     caps: list[CapOut]
 
 
@@ -188,6 +203,9 @@ def _cap_out(check: CapCheck, currency: str) -> CapOut:
 def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
     card = state.cards[card_id]
     trace_id = bound_trace(state, card_id)
+    can = spendable(state, card_id, now)
+    currency = state.currency
+    binding, per_call = can.binding, can.per_authorization
     return CardOut(
         card_id=card_id,
         wallet_id=state.wallet_id,
@@ -198,7 +216,15 @@ def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
         status=card.status,
         funded_amount=None if card.funded_minor is None else Money.of(card.funded_minor, state.currency),
         trace_id=trace_id,
-        caps=[_cap_out(check, state.currency) for check in applicable_caps(state, card_id, trace_id, now)],
+        spendable=SpendableOut(
+            amount=None if can.amount_minor is None else Money.of(can.amount_minor, currency),
+            cap=None if binding is None else binding.cap,
+            scope_id=None if binding is None else binding.scope_id,
+            limit=None if binding is None else Money.of(binding.limit_minor, currency),
+            per_authorization=None if per_call is None else Money.of(per_call.limit_minor, currency),
+            blocked=can.blocked,
+        ),
+        caps=[_cap_out(check, currency) for check in can.caps],
     )
 
 

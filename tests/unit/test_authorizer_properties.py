@@ -135,9 +135,11 @@ class Step:
         ]
 
 
-def _replay(ops: list[tuple[Any, ...]]) -> Iterator[Step]:
-    """Apply `ops` in order from the starting wallet, advancing the clock where told."""
-    state, now = _start(), NOW
+def _replay(ops: list[tuple[Any, ...]], start: WalletState | None = None) -> Iterator[Step]:
+    """Apply `ops` in order from the starting wallet (`_start()` unless given: one with the trace
+    PR-1 bound to the card), advancing the clock where told.
+    """
+    state, now = start or _start(), NOW
     approved: list[tuple[str, int]] = []
     for step, operation in enumerate(ops):
         if operation[0] == "advance":
