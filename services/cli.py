@@ -194,13 +194,21 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
     merchant: Annotated[str, typer.Option(help="the merchant's name")] = "OpenAI API",
     mcc: Annotated[str, typer.Option(help="the merchant's category code")] = "5734",
     count: Annotated[int, typer.Option(help="how many authorizations, one after the other")] = 1,
+    dry_run: Annotated[  # noqa: FBT002 - a command-line flag
+        bool, typer.Option("--dry-run", help="only say what the decision would be: nothing held, nothing recorded")
+    ] = False,
 ) -> None:
-    """Send issuer traffic through the real webhook path, signed as the card's issuer signs it."""
+    """Send issuer traffic through the real webhook path, signed as the card's issuer signs it; with
+    --dry-run, only ask what the decision would be now (nothing held, no decision recorded).
+    """
     client = _client()
-    details = client.card(card)
     minor = _money_in(amount, currency)["amount_minor"]
-    settings = load_settings()
     shop = MerchantData(name=merchant, mcc=mcc, network_id=merchant.lower().replace(" ", "-")[:64])
+    if dry_run:
+        _dry_run(client, card, _money_in(amount, currency), shop)
+        return
+    details = client.card(card)
+    settings = load_settings()
     for _ in range(count):
         signed = simulated_authorization(
             settings,
@@ -213,6 +221,16 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
         response = httpx.post(f"{client.url}{signed.path}", content=signed.body, headers=signed.headers, timeout=10)
         typer.echo(f"{signed.authorization_id}  {money_text({'amount_minor': minor, 'currency': currency.upper()})}"
                    f"  → {response.status_code} {response.text}")  # fmt: skip
+
+
+def _dry_run(client: ApiClient, card: str, amount: dict[str, Any], shop: MerchantData) -> None:
+    merchant = {"name": shop.name, "mcc": shop.mcc, "network_id": shop.network_id}
+    outcome = client.dry_run(card, amount, merchant)
+    verdict = "approved" if outcome["approved"] else f"declined: {outcome['reason']}"
+    typer.echo(f"dry run  {money_text(outcome['amount'])} at {shop.name}  → would be {verdict}  (nothing held)")
+    typer.echo(f"  {spendable_headline(outcome)}")
+    for cap in outcome["caps"]:
+        typer.echo(f"  {_cap_line(cap)}")
 
 
 @app.command()

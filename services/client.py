@@ -108,6 +108,11 @@ class ApiClient:
         """GET /v1/cards/{card_id}: the card and its caps."""
         return self.call("GET", f"/v1/cards/{card_id}")  # type: ignore[no-any-return]
 
+    def dry_run(self, card_id: str, amount: dict[str, Any], merchant: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/cards/{card_id}/authorize:dry-run: the decision it would get now, nothing held."""
+        body = {"amount": amount, "merchant": merchant}
+        return self.call("POST", f"/v1/cards/{card_id}/authorize:dry-run", body)  # type: ignore[no-any-return]
+
     def wallet(self, wallet_id: str) -> dict[str, Any]:
         """GET /v1/wallets/{wallet_id}."""
         return self.call("GET", f"/v1/wallets/{wallet_id}")  # type: ignore[no-any-return]

@@ -25,6 +25,8 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from schemas.common import Issuer
+from services.authorizer.rates import load_rate_table
+from services.authorizer.state import NO_RATES
 from services.gateway.answering import Answer, Answering, CardUnknown
 from services.gateway.directory import CardDirectory
 from services.gateway.issuers import (
@@ -233,7 +235,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Ga
         commands = command_replies(settings, settings.gateway_max_pending)
         await commands.start()
         publisher = Publisher(broker)  # a new producer if a Kafka restart left this one refusing sends
-        app.state.management = Management(pool, publisher, commands, settings.topic_prefix)
+        rates = NO_RATES if settings.fx_rates_file is None else load_rate_table(settings.fx_rates_file)
+        app.state.management = Management(pool, publisher, commands, settings.topic_prefix, rates)
         app.state.answering = Answering(
             broker=publisher,
             pool=pool,

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import CapKind, Identifier, Issuer, Mcc, Reason, ReasonCode, TraceId
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
+from schemas.common import CapKind, Identifier, Issuer, Mcc, Merchant, Reason, ReasonCode, TraceId
 from schemas.money import CurrencyCode, Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
 from schemas.registry import serialize
@@ -42,9 +43,10 @@ from schemas.wallet import (
     UnfreezeWallet,
     UpdateCaps,
 )
-from services.authorizer.decide import CapCheck, wallet_caps
+from services.authorizer.decide import CapCheck, Decided, wallet_caps
+from services.authorizer.domain import decide
 from services.authorizer.spendable import spendable
-from services.authorizer.state import WalletState, bound_trace
+from services.authorizer.state import NO_RATES, RateTable, WalletState, bound_trace
 from services.authorizer.store import Store
 from services.gateway.keys import ApiKey, Scope, authenticate
 from services.gateway.replies import Overloaded, Replies
@@ -94,6 +96,13 @@ class ReasonIn(_Body):
     """Why (kept in the wallet's history)."""
 
     reason: Reason
+
+
+class DryRunIn(_Body):
+    """An authorization to try on a card without holding anything or recording a decision."""
+
+    amount: Money = Field(description="what the issuer would ask to hold, in the card's billing currency")
+    merchant: Merchant = Field(description="the merchant as the card network would describe it")
 
 
 class TraceIn(_Body):
@@ -158,6 +167,20 @@ class CardOut(BaseModel):
     caps: list[CapOut]
 
 
+class DryRunOut(BaseModel):
+    """What the authorizer would decide now for that authorization; nothing held, nothing recorded."""
+
+    dry_run: Literal[True] = True
+    approved: bool
+    reason: ReasonCode
+    failed_cap: CapKind | None = Field(description="the cap it would not fit, when a cap declines it")
+    amount: Money
+    cap_amount: Money | None = Field(description="the amount in the caps' currency; null without an exchange rate")
+    trace_id: str | None
+    spendable: SpendableOut = Field(description="what the card's next authorization can get, as it stands")
+    caps: list[CapOut] = Field(description="every cap that applies, as it stands (before this authorization)")
+
+
 class WalletOut(BaseModel):
     """A wallet, its own caps and its cards."""
 
@@ -200,12 +223,24 @@ def _cap_out(check: CapCheck, currency: str) -> CapOut:
     )
 
 
+def _spendable_out(state: WalletState, card_id: str, now: datetime) -> tuple[SpendableOut, list[CapOut]]:
+    """What the card can spend next, and every cap that applies, as the API shows them."""
+    can, currency = spendable(state, card_id, now), state.currency
+    binding, per_call = can.binding, can.per_authorization
+    out = SpendableOut(
+        amount=None if can.amount_minor is None else Money.of(can.amount_minor, currency),
+        cap=None if binding is None else binding.cap,
+        scope_id=None if binding is None else binding.scope_id,
+        limit=None if binding is None else Money.of(binding.limit_minor, currency),
+        per_authorization=None if per_call is None else Money.of(per_call.limit_minor, currency),
+        blocked=can.blocked,
+    )
+    return out, [_cap_out(check, currency) for check in can.caps]
+
+
 def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
     card = state.cards[card_id]
-    trace_id = bound_trace(state, card_id)
-    can = spendable(state, card_id, now)
-    currency = state.currency
-    binding, per_call = can.binding, can.per_authorization
+    can, caps = _spendable_out(state, card_id, now)
     return CardOut(
         card_id=card_id,
         wallet_id=state.wallet_id,
@@ -215,17 +250,32 @@ def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
         label=card.label,
         status=card.status,
         funded_amount=None if card.funded_minor is None else Money.of(card.funded_minor, state.currency),
-        trace_id=trace_id,
-        spendable=SpendableOut(
-            amount=None if can.amount_minor is None else Money.of(can.amount_minor, currency),
-            cap=None if binding is None else binding.cap,
-            scope_id=None if binding is None else binding.scope_id,
-            limit=None if binding is None else Money.of(binding.limit_minor, currency),
-            per_authorization=None if per_call is None else Money.of(per_call.limit_minor, currency),
-            blocked=can.blocked,
-        ),
-        caps=[_cap_out(check, currency) for check in can.caps],
+        trace_id=bound_trace(state, card_id),
+        spendable=can,
+        caps=caps,
     )
+
+
+def dry_run(state: WalletState, card_id: str, body: DryRunIn, now: datetime, rates: RateTable = NO_RATES) -> DryRunOut:
+    """What `decide` would answer now for `body` on `card_id`: the same pure function the authorizer
+    runs, on the wallet as it was last committed, its outcome thrown away (no hold, no decision).
+    """
+    card = state.cards[card_id]
+    request = AuthorizationRequested(
+        event_id=uuid.uuid4(), wallet_id=state.wallet_id, card_id=card_id, issuer=card.issuer,
+        issuer_authorization_id=f"dryrun_{uuid.uuid4().hex}", amount=body.amount, merchant_amount=body.amount,
+        merchant=body.merchant, requested_at=now, deadline_at=now + timedelta(seconds=2),
+    )  # fmt: skip
+    events, _ = decide(state, request, now, rates)
+    decided = events[-1]  # after the expiries of holds that aged out, if any
+    decision = decided.contract() if isinstance(decided, Decided) else decided
+    if not isinstance(decision, AuthorizationDecided):
+        raise TypeError(f"decide answered a request with {decision!r}")
+    can, caps = _spendable_out(state, card_id, now)
+    return DryRunOut(
+        approved=decision.approved, reason=decision.reason, failed_cap=decision.failed_cap, amount=body.amount,
+        cap_amount=decision.cap_amount, trace_id=decision.trace_id, spendable=can, caps=caps,
+    )  # fmt: skip
 
 
 def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
@@ -246,8 +296,16 @@ def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
 class Management:
     """What the /v1 handlers share: Postgres, the broker and the replies of wallet commands."""
 
-    def __init__(self, pool: asyncpg.Pool, broker: Publisher, replies: Replies[AnyWalletEvent], prefix: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Publisher,
+        replies: Replies[AnyWalletEvent],
+        prefix: str,
+        rates: RateTable = NO_RATES,
+    ) -> None:
         self.pool = pool
+        self.rates = rates  # the authorizer's exchange rates, for dry runs
         self._broker = broker
         self._replies = replies
         self._prefix = prefix
@@ -445,6 +503,17 @@ def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler p
         wallet_id = await shared.wallet_of_card(card_id)
         _may_read(caller, wallet_id)
         return _card_out(await shared.state(wallet_id), card_id, datetime.now(UTC))
+
+    @router.post("/cards/{card_id}/authorize:dry-run")
+    async def authorize_dry_run(card_id: str, body: DryRunIn, caller: Caller, shared: Shared) -> DryRunOut:
+        """What the authorizer would decide now for this amount and merchant, with every cap as it
+        stands: nothing is held and no decision is recorded (an agent choosing a provider within
+        budget). Decided on the wallet as last committed: an authorization being decided this very
+        moment may not be counted yet.
+        """
+        wallet_id = await shared.wallet_of_card(card_id)
+        _may_read(caller, wallet_id)
+        return dry_run(await shared.state(wallet_id), card_id, body, datetime.now(UTC), shared.rates)
 
     @router.put("/cards/{card_id}/caps")
     async def update_card_caps(card_id: str, body: CardCapsIn, caller: Caller, shared: Shared) -> CardOut:

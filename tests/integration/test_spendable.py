@@ -92,3 +92,56 @@ async def test_the_api_the_cli_and_mcp_say_what_the_next_authorization_can_get(
         "binding_cap": "wallet_rolling_24h",
         "per_authorization_limit": "at most $10.00 per authorization",
     }
+
+
+async def test_a_dry_run_holds_nothing_records_nothing_and_checks_its_input(
+    kafka_topics: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`POST /v1/cards/{id}/authorize:dry-run` and `pursestrings simulate --dry-run`: the decision an
+    amount and merchant would get, with every cap; nothing held and no decision recorded; an agent
+    key only on its own wallet; a bad body a 422 saying what is wrong.
+    """
+    settings = gateway_settings(kafka_topics)
+    admin = await create_key(pool, Scope.ADMIN, label="dry run test")
+    other_agent = await create_key(pool, Scope.AGENT, wallet_id="wal_elsewhere")
+    bearer = {"Authorization": f"Bearer {admin}"}
+    monkeypatch.setenv("PURSESTRINGS_API_URL", f"http://127.0.0.1:{settings.gateway_port}")
+    monkeypatch.setenv("PURSESTRINGS_API_KEY", admin)
+    merchant = {"name": "Anthropic", "mcc": "5734", "network_id": "anthropic-1"}
+    async with running_authorizer(kafka_topics, pool), running_gateway(settings) as api:
+        await api.post("/v1/wallets", headers=bearer, json={"wallet_id": "wal_dry", "template": "starter"})
+        card = await api.post(
+            "/v1/wallets/wal_dry/cards",
+            headers=bearer,
+            json={"card_id": "card_dry", "issuer_card_token": "ic_dry", "last4": "4242",
+                  "funded_amount": {"amount_minor": 20_00, "currency": "USD"}},
+        )  # fmt: skip
+        assert card.status_code == 201, card.text
+        path = "/v1/cards/card_dry/authorize:dry-run"
+        fits = await api.post(path, headers=bearer, json={"amount": {"amount_minor": 9_99, "currency": "USD"},
+                                                          "merchant": merchant})  # fmt: skip
+        above = await api.post(path, headers=bearer, json={"amount": {"amount_minor": 10_01, "currency": "USD"},
+                                                           "merchant": merchant})  # fmt: skip
+        floated = await api.post(path, headers=bearer, json={"amount": {"amount_minor": 9.5, "currency": "USD"},
+                                                             "merchant": merchant})  # fmt: skip
+        foreign = await api.post(
+            path, headers={"Authorization": f"Bearer {other_agent}"},
+            json={"amount": {"amount_minor": 1, "currency": "USD"}, "merchant": merchant},
+        )  # fmt: skip
+        code = await asyncio.to_thread(main, ["simulate", "--card", "card_dry", "--amount", "12.50", "--dry-run"])
+        printed = [line for line in capsys.readouterr().out.splitlines() if not LOG_LINE.match(line)]
+        after = (await api.get("/v1/cards/card_dry", headers=bearer)).json()
+        recorded = await pool.fetchval("SELECT count(*) FROM authorizer.decisions WHERE card_id = 'card_dry'")
+    assert (fits.status_code, fits.json()["approved"], fits.json()["dry_run"]) == (200, True, True)
+    assert (above.json()["approved"], above.json()["reason"], above.json()["failed_cap"]) == (
+        False,
+        "per_authorization_cap",
+        "per_authorization",
+    )
+    assert (floated.status_code, "never a float" in floated.text, foreign.status_code) == (422, True, 403)
+    assert (code, printed[0]) == (
+        0,
+        "dry run  $12.50 at OpenAI API  → would be declined: per_authorization_cap  (nothing held)",
+    )
+    assert printed[1] == "  Remaining: $20.00 of $20.00  (card_funded)"
+    assert (after["spendable"]["amount"]["amount_minor"], recorded) == (20_00, 0)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.common import CAP_REASONS, CapKind, ReasonCode
+from schemas.money import Money
 from schemas.policies import CardCaps, WalletCaps
 from schemas.wallet import BindTrace, FreezeCard, FreezeWallet
 from services.authorizer.decide import Decided
@@ -18,8 +19,8 @@ from services.authorizer.domain import decide
 from services.authorizer.spendable import spendable
 from services.authorizer.state import WalletState
 from services.client import per_call_line, spendable_headline
-from services.gateway.management import _card_out
-from tests.support.builders import CARD, NOW, command_fields, request, run_on, usd, wallet
+from services.gateway.management import DryRunIn, _card_out, dry_run
+from tests.support.builders import CARD, MERCHANT, NOW, command_fields, request, run_on, usd, wallet
 from tests.unit.test_authorizer_properties import _replay, _start, operations
 
 BIG = usd(10**8)
@@ -175,3 +176,24 @@ def test_exactly_the_spendable_amount_is_approved_and_a_cent_more_is_declined(
         if exact > 0:
             exact_decision = decide(state, request(exact, auth="exact", at=now), now)[0][-1]
             assert exact_decision.approved, (exact, can)
+
+
+def test_a_dry_run_answers_as_decide_would_and_changes_nothing() -> None:
+    """`dry_run` (the API's authorize:dry-run): the decision `decide` would make for an amount and a
+    merchant, every cap as it stands, and the wallet left as it was (it is not even handed back).
+    """
+    state = wallet(WalletCaps(rolling_24h=usd(5_000), per_authorization=usd(1_000)), funded_amount=usd(1_500))
+    _, state = run_on(state, request(1_000, auth="spent"))
+    before = _card_json(state)
+    fits = dry_run(state, CARD, DryRunIn(amount=usd(500), merchant=MERCHANT), NOW)
+    per_call = dry_run(state, CARD, DryRunIn(amount=usd(1_001), merchant=MERCHANT), NOW)
+    funded = dry_run(state, CARD, DryRunIn(amount=usd(501), merchant=MERCHANT), NOW)
+    in_euros = dry_run(state, CARD, DryRunIn(amount=Money.of(100, "EUR"), merchant=MERCHANT), NOW)
+    assert [(d.approved, d.reason, d.failed_cap) for d in (fits, per_call, funded, in_euros)] == [
+        (True, ReasonCode.APPROVED, None),
+        (False, ReasonCode.PER_AUTHORIZATION_CAP, CapKind.PER_AUTHORIZATION),
+        (False, ReasonCode.CARD_FUNDS_INSUFFICIENT, CapKind.CARD_FUNDED),
+        (False, ReasonCode.FX_RATE_MISSING, None),
+    ]
+    assert (fits.spendable.amount, fits.spendable.cap) == (usd(500), CapKind.CARD_FUNDED)
+    assert (_card_json(state), len(state.holds)) == (before, 1)
