@@ -14,10 +14,14 @@ from schemas.money import Money
 
 
 class AuthorizationRequested(Contract):
-    """An issuer asks whether a card may be charged; the issuer's authorization id is the idempotency key."""
+    """An issuer asks whether a card may be charged; the issuer's authorization id is the idempotency key.
+
+    Version 2 (2026-12-05) is an incremental authorization: `increment_of` names the authorization
+    whose hold grows by `amount` if approved (a hotel adding a night); its own id is the increment's.
+    """
 
     type: Literal["authorization_requested"] = "authorization_requested"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 1
     event_id: UUID
     wallet_id: Identifier
     card_id: Identifier
@@ -28,19 +32,31 @@ class AuthorizationRequested(Contract):
     merchant: Merchant
     requested_at: Timestamp
     deadline_at: Timestamp = Field(description="after this the gateway has already answered decline")
+    increment_of: Identifier | None = Field(
+        default=None, description="version 2: the authorization this one adds `amount` to (an increment)"
+    )
 
     @model_validator(mode="after")
     def _deadline_after_request(self) -> AuthorizationRequested:
+        # One validator for both rules: each Python validator is paid on every request (issue 20).
         if self.deadline_at < self.requested_at:
             raise ValueError("deadline_at is before requested_at")
+        if (self.increment_of is not None) != (self.schema_version == 2):  # noqa: PLR2004 - the version
+            raise ValueError("increment_of is version 2's, and version 2 is an increment: both or neither")
+        if self.increment_of == self.issuer_authorization_id:
+            raise ValueError("an increment has an id of its own, not the authorization's it adds to")
         return self
 
 
 class AuthorizationDecided(Contract):
-    """The authorizer's answer: approved or not, the reason, the failed cap, and every cap's state."""
+    """The authorizer's answer: approved or not, the reason, the failed cap, and every cap's state.
+
+    Version 2 (2026-12-05) answers an increment: `increment_of` names the authorization whose hold
+    grew by `amount` (`cap_amount` in the caps' currency) when approved.
+    """
 
     type: Literal["authorization_decided"] = "authorization_decided"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 1
     event_id: UUID
     request_event_id: UUID
     wallet_id: Identifier
@@ -58,6 +74,9 @@ class AuthorizationDecided(Contract):
     caps: tuple[CapStatus, ...] = ()
     decided_at: Timestamp
     hold_expires_at: Timestamp | None = Field(default=None, description="approvals only: when the hold lapses")
+    increment_of: Identifier | None = Field(
+        default=None, description="version 2: the authorization whose hold this increment grew, if approved"
+    )
 
     @model_validator(mode="after")
     def _reason_agrees_with_outcome(self) -> AuthorizationDecided:
@@ -67,6 +86,8 @@ class AuthorizationDecided(Contract):
             raise ValueError("an approval must say when its hold expires")
         if self.approved and self.failed_cap is not None:
             raise ValueError("an approval has no failed cap")
+        if (self.increment_of is not None) != (self.schema_version == 2):  # noqa: PLR2004 - the version
+            raise ValueError("increment_of is version 2's, and version 2 is an increment: both or neither")
         return self
 
 

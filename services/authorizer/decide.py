@@ -31,6 +31,7 @@ from services.authorizer.state import (
     WalletState,
     as_map,
     bound_trace,
+    hold_of,
     month_end,
     month_key,
     monthly_key,
@@ -316,8 +317,13 @@ def decide_authorization(
     earlier = state.decisions.get(authorization_id)
     if earlier is not None:
         return recall(earlier), state
-    trace_id = bound_trace(state, request.card_id)
+    increment_of = request.increment_of
+    grown = None if increment_of is None else hold_of(state, increment_of)
+    # An increment's caps are those of the hold it grows (its trace, even if the card's changed since).
+    trace_id = bound_trace(state, request.card_id) if grown is None else grown.trace_id
     reason = _policy_reason(state, request, now)
+    if reason is None and increment_of is not None and (grown is None or grown.card_id != request.card_id):
+        reason = ReasonCode.INVALID_REQUEST  # nothing of this card's held under that id to add to
     cap_minor = rates.convert_up(request.amount, state.currency)
     if reason is None and cap_minor is None:
         reason = ReasonCode.FX_RATE_MISSING
@@ -333,7 +339,7 @@ def decide_authorization(
     event_id_text = derived_id_text("decision", authorization_id)
     text = _decision_json(
         state.currency, request, event_id_text, reason, failed, cap_minor, trace_id, checks, now,
-        amount_minor if approved else 0,
+        amount_minor if approved else 0, now + DEFAULT_HOLD_TTL if grown is None else grown.expires_at,
     )  # fmt: skip
     decision = Decided(
         request, event_id_text, approved, reason or ReasonCode.APPROVED, None if failed is None else failed.cap,
@@ -345,6 +351,9 @@ def decide_authorization(
     }
     if not approved:
         return decision, state.evolve(**remembered)
+    if grown is not None:  # an increment: the authorization's own hold grows, and keeps its expiry
+        more = grown._replace(amount_minor=grown.amount_minor + amount_minor)
+        return decision, set_hold(state, grown.authorization_id, more, **remembered)
     hold = Hold(authorization_id, request.card_id, trace_id, amount_minor, now, now + DEFAULT_HOLD_TTL)
     return decision, set_hold(state, authorization_id, hold, **remembered)
 
@@ -360,6 +369,7 @@ def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one plac
     checks: list[CapCheck],
     now: datetime,
     extra_held_minor: int,
+    hold_expires_at: datetime,
 ) -> str:
     """The decision's JSON, byte for byte what pydantic wrote for the model the reference builds
     (the same fields in the same order: the request's echo, then the outcome).
@@ -379,8 +389,11 @@ def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one plac
     caps = ",".join(parts)
     approved = reason is None
     cap_amount = "null" if cap_minor is None else '{"amount_minor":' + str(cap_minor) + tail
+    increment_of = request.increment_of
+    increment = "" if increment_of is None else ',"increment_of":' + _quoted(increment_of)
     return (
-        f'{{"type":"authorization_decided","schema_version":1,"event_id":"{event_id_text}",'
+        f'{{"type":"authorization_decided","schema_version":{1 if increment_of is None else 2},'
+        f'"event_id":"{event_id_text}",'
         f'"request_event_id":"{request.event_id}","wallet_id":"{request.wallet_id}","card_id":"{request.card_id}",'
         f'"issuer":"{request.issuer.value}","issuer_authorization_id":"{request.issuer_authorization_id}",'
         f'"amount":{_money_json(request.amount)},"merchant_amount":{_money_json(request.merchant_amount)},'
@@ -390,7 +403,7 @@ def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one plac
         f'"cap_amount":{cap_amount},'
         f'"trace_id":{"null" if trace_id is None else _quoted(trace_id)},"caps":[{caps}],'
         f'"decided_at":{_datetime_json(now)},'
-        f'"hold_expires_at":{_datetime_json(now + DEFAULT_HOLD_TTL) if approved else "null"}}}'
+        f'"hold_expires_at":{_datetime_json(hold_expires_at) if approved else "null"}{increment}}}'
     )
 
 

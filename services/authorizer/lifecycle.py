@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from schemas.authorizations import AuthorizationDecided
 from schemas.common import CapKind
 from schemas.issuer_events import (
     AnyIssuerEvent,
@@ -44,9 +45,48 @@ def apply_issuer_event(
 
     Whatever it did to a hold or to spend is said in one `MoneyMoved` (what the ledger journals).
     """
+    if isinstance(event, AuthorizationExpired) and event.cause == "gateway_deadline":
+        increment = _decided_increment(state, event.issuer_authorization_id)
+        if increment is not None:
+            after = _undo_increment(state, event, increment, now)
+            return _money_moved(state, after, event, None, increment.increment_of), after
     breaches, after, posting = _apply(state, event, now, rates)
     moved = _money_moved(state, after, event, posting)
     return (*breaches, *moved), after
+
+
+def _decided_increment(state: WalletState, increment_id: str) -> AuthorizationDecided | None:
+    """The decision of the increment `increment_id`, if one was decided and remembered."""
+    remembered = state.decisions.get(increment_id)
+    if remembered is None or b'"increment_of":' not in remembered[1]:  # most are not: no parse for them
+        return None
+    decision = recall(remembered)
+    return decision if decision.increment_of is not None else None
+
+
+def _undo_increment(
+    state: WalletState, event: AuthorizationExpired, decision: AuthorizationDecided, now: datetime
+) -> WalletState:
+    """Our deadline passed on an increment (the issuer was answered decline): the hold it grew
+    shrinks back by what it added, once (the increment's id is then kept in `released`). Nothing to
+    undo for a declined increment, for a hold the issuer holds whatever we answer (`issuer_held`),
+    or for an expiry of another request that reused the increment's id (another card or amount).
+    """
+    increment_id, authorization_id = event.issuer_authorization_id, decision.increment_of
+    assert authorization_id is not None  # noqa: S101 - _decided_increment returns increments only
+    if (
+        not decision.approved
+        or increment_id in state.released
+        or authorization_id in state.issuer_held
+        or (event.amount is not None and (decision.card_id, decision.amount) != (event.card_id, event.amount))
+    ):
+        return state
+    undone = state.evolve(released={**state.released, increment_id: now})
+    hold = hold_of(state, authorization_id)
+    if hold is None or decision.cap_amount is None:
+        return undone  # the authorization's hold ended already (captured, reversed, expired)
+    left = hold.amount_minor - decision.cap_amount.amount_minor
+    return set_hold(undone, authorization_id, None if left <= 0 else hold._replace(amount_minor=left))
 
 
 def _apply(
@@ -153,10 +193,16 @@ def _count_unasked(
 
 
 def _money_moved(
-    before: WalletState, after: WalletState, event: AnyIssuerEvent, posting: Posting | None
+    before: WalletState,
+    after: WalletState,
+    event: AnyIssuerEvent,
+    posting: Posting | None,
+    held_for: str | None = None,
 ) -> tuple[MoneyMoved, ...]:
-    """The hold released and the spend counted by `event`, or nothing when it moved no money."""
-    authorization_id = getattr(event, "issuer_authorization_id", None)
+    """The hold released and the spend counted by `event`, or nothing when it moved no money; the
+    hold is the event's authorization's, or `held_for`'s (an increment's expiry: the one it grew).
+    """
+    authorization_id = held_for or getattr(event, "issuer_authorization_id", None)
     hold = hold_of(before, authorization_id or "")
     kept = hold_of(after, authorization_id or "")
     change = (0 if kept is None else kept.amount_minor) - (0 if hold is None else hold.amount_minor)

@@ -26,6 +26,7 @@ from schemas.issuer_events import (
     ISSUER_EVENT_TYPES,
     AuthorizationApprovedByIssuer,
     AuthorizationCleared,
+    AuthorizationExpired,
     AuthorizationReversed,
     RefundPosted,
 )
@@ -566,14 +567,19 @@ class Authorizer:
         """
         wanted: dict[str, str] = {}
         for message in messages:
-            if not isinstance(message, _NAMING_AN_AUTHORIZATION) or not message.issuer_authorization_id:
+            # And our deadline's expiry of a request not held: if it was an approved increment, the
+            # hold it grew shrinks back (lifecycle `_undo_increment`), which its decision says.
+            ours = isinstance(message, AuthorizationExpired) and message.cause == "gateway_deadline"
+            if not (ours or isinstance(message, _NAMING_AN_AUTHORIZATION)):
+                continue
+            authorization_id = getattr(message, "issuer_authorization_id", None)
+            if not authorization_id:
                 continue
             state = states.get(message.wallet_id)
-            authorization_id = message.issuer_authorization_id
             if state is None or authorization_id in state.decisions:
                 continue  # nothing to count against, or remembered
             held = authorization_id in state.holds
-            if held and not self._scaled_by_its_decision(message, state):
+            if held and (ours or not self._scaled_by_its_decision(message, state)):
                 continue  # the hold says it all
             if not held and isinstance(message, AuthorizationReversed):
                 continue  # nothing held to release
@@ -629,6 +635,8 @@ class Authorizer:
         topic = self._output_topics[event.type]
         if isinstance(event, Decided):  # a decision just made carries its JSON (the hot path)
             effects.name(event.wallet_id, event.issuer_authorization_id)
+            if event.request.increment_of is not None:  # an increment grows its authorization's hold
+                effects.name(event.wallet_id, event.request.increment_of)
             effects.add_decision(event, event.payload, topic, event.event_id_text, event.text)
             return
         effects.name(event.wallet_id, getattr(event, "issuer_authorization_id", None))  # an expiry, say

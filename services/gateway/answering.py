@@ -349,7 +349,7 @@ class Answering:
 
     async def _answered_here(self, ask: Ask, attempt: _Attempt) -> Answer | None:
         """The answer given without asking the authorizer, if any: to another request reusing an id
-        being asked now, a retry of an answered one, an unknown card, an increment. Finds the card
+        being asked now, a retry of an answered one, an unknown card. Finds the card
         (`attempt.card`) for the rest.
         """
         asking = self._asking[(ask.issuer, ask.issuer_authorization_id)]
@@ -361,12 +361,6 @@ class Answering:
         card = attempt.card = await self._directory.find(ask.issuer, ask.card_token)
         if card is None:
             return await self._record(ask, None, _declined(ReasonCode.CARD_NOT_FOUND))
-        if ask.increment_of is not None:
-            # Not asked of the authorizer, which holds one amount per authorization (decision 0006):
-            # declined here, so no cap is passed by an increment it never saw.
-            _log.warning("increment_declined", authorization_id=ask.increment_of, wallet_id=card.wallet_id,
-                         amount_minor=ask.amount.amount_minor)  # fmt: skip
-            return await self._record(ask, card, _declined(ReasonCode.INCREMENT_NOT_SUPPORTED))
         return None
 
     async def _answer(self, ask: Ask, attempt: _Attempt) -> Answer:
@@ -387,6 +381,10 @@ class Answering:
             merchant=ask.merchant,
             requested_at=now,
             deadline_at=now + self._deadline,
+            # An increment is decided by the authorizer against every cap, and grows the hold of the
+            # authorization it adds to (version 2, decision 0006).
+            schema_version=1 if ask.increment_of is None else 2,
+            increment_of=ask.increment_of,
         )
         try:
             future = attempt.future = self._waiter.expect(ask.issuer_authorization_id)

@@ -57,6 +57,7 @@ class Entry:
     approved: bool | None = None
     reason: str | None = None
     failed_cap: str | None = None
+    increment_of: str | None = None  # a decision of an increment: the authorization it adds to
     legs: tuple[Leg, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -129,6 +130,7 @@ def _decision(decision: AuthorizationDecided) -> Entry:
         approved=decision.approved,
         reason=decision.reason.value,
         failed_cap=None if decision.failed_cap is None else decision.failed_cap.value,
+        increment_of=decision.increment_of,
         legs=legs,
     )
 

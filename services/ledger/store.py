@@ -43,13 +43,14 @@ INSERT INTO ledger.entries (
     entry_id, kind, source_type, wallet_id, card_id, trace_id, issuer, issuer_authorization_id,
     issuer_transaction_id, merchant_name, merchant_mcc, merchant_network_id, merchant_country,
     amount_minor, amount_currency, merchant_amount_minor, merchant_currency, currency, cap_amount_minor,
-    held_minor, hold_released_minor, spent_minor, approved, reason, failed_cap, occurred_at, counted_at)
+    held_minor, hold_released_minor, spent_minor, approved, reason, failed_cap, occurred_at, counted_at,
+    increment_of)
 SELECT * FROM unnest(
     $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
     $14::int8[], $15::text[], $16::int8[], $17::text[], $18::text[], $19::int8[],
     $20::int8[], $21::int8[], $22::int8[], $23::bool[], $24::text[], $25::text[], $26::timestamptz[],
-    $27::timestamptz[])
+    $27::timestamptz[], $28::text[])
 ON CONFLICT DO NOTHING
 RETURNING entry_id
 """
@@ -120,7 +121,7 @@ def _entry_columns(entries: Sequence[Entry]) -> list[list[Any]]:
             None if e.merchant_amount is None else e.merchant_amount.amount_minor,
             None if e.merchant_amount is None else e.merchant_amount.currency,
             e.currency, e.cap_amount_minor, e.held_minor, e.hold_released_minor, e.spent_minor, e.approved,
-            e.reason, e.failed_cap, e.occurred_at, e.counted_at,
+            e.reason, e.failed_cap, e.occurred_at, e.counted_at, e.increment_of,
         )
         for e in entries
     ]  # fmt: skip

@@ -40,6 +40,7 @@ from services.gateway.simulator import (
     stripe_refund,
     stripe_reversal,
 )
+from services.ledger.consumer import Ledger
 from services.platform.kafka import Publisher, create_broker
 from services.platform.settings import Settings
 from tests.support.builders import command_fields, usd
@@ -49,6 +50,7 @@ from tests.support.services import (
     GENERIC_SECRET,
     LITHIC_SECRET,
     STRIPE_SECRET,
+    consuming,
     gateway_settings,
     running_authorizer,
     running_gateway,
@@ -187,44 +189,90 @@ async def test_a_retried_webhook_gets_the_same_answer(
 
 
 @pytest.mark.usefixtures("authorizer")
-async def test_an_increment_or_a_reused_id_never_gets_an_earlier_approval(
+async def test_increments_are_decided_against_the_caps_and_a_reused_id_gets_no_earlier_approval(
     gateway: httpx.AsyncClient, settings_for_gateway: Settings, pool: asyncpg.Pool
 ) -> None:
-    """$6 approved on the $10 card. Stripe then asks to increment that authorization by $5 (a hotel's
-    extra night): not a retry of the $6, so not its approval: declined `increment_not_supported`,
-    never asked of the authorizer. The issuer reusing the $6's id for $9: declined `invalid_request`.
-    The $6's own retry is still approved, and the card still holds $6, not $11 or $15: $4 more is
-    approved, and then nothing.
+    """$6 approved on the $10 card. Stripe then asks to increment that authorization by $3 (a hotel's
+    extra night): decided by the authorizer against every cap, approved, the hold grows to $9. A
+    second increment of $2 is declined by the funded balance. The issuer reusing the $6's id for $9:
+    declined `invalid_request`; the $6's own retry is still approved. $1 more is approved, then
+    nothing: the card holds $9. The ledger shows one authorization with its two increments.
     """
     await _ten_dollar_card(settings_for_gateway)
     first = sign_for_stripe(stripe_authorization_request("iauth_h", TOKEN, 600), STRIPE_SECRET)
-    increment = stripe_incremental_request("iauth_h", TOKEN, 500, approved_minor=600)
+    increments = [
+        stripe_incremental_request("iauth_h", TOKEN, 300, approved_minor=600),
+        stripe_incremental_request("iauth_h", TOKEN, 200, approved_minor=900),
+    ]
     answers = [
         (await _post(gateway, first)).json(),
-        (await _post(gateway, sign_for_stripe(increment, STRIPE_SECRET))).json(),
+        *[(await _post(gateway, sign_for_stripe(event, STRIPE_SECRET))).json() for event in increments],
         await _stripe_ask(gateway, "iauth_h", 900),
         (await _post(gateway, first)).json(),
-        await _stripe_ask(gateway, "iauth_n", 400),
+        await _stripe_ask(gateway, "iauth_n", 100),
         await _stripe_ask(gateway, "iauth_o", 1),
     ]
     assert _outcomes(answers) == [
         (True, "approved"),
-        (False, "increment_not_supported"),
+        (True, "approved"),
+        (False, "card_funds_insufficient"),
         (False, "invalid_request"),
         (True, "approved"),
         (True, "approved"),
         (False, "card_funds_insufficient"),
     ]
     decided = await pool.fetch(
-        "SELECT issuer_authorization_id FROM authorizer.decisions WHERE wallet_id = $1 ORDER BY 1", WALLET
+        "SELECT issuer_authorization_id, approved FROM authorizer.decisions WHERE wallet_id = $1 ORDER BY 1", WALLET
     )
-    assert [row[0] for row in decided] == ["iauth_h", "iauth_n", "iauth_o"]
-    recorded = await pool.fetchrow(
-        "SELECT approved, reason, answered_by, amount_minor FROM gateway.answers WHERE issuer_authorization_id = $1",
-        f"iauth_h:{increment['id']}",
+    increment_ids = [f"iauth_h:{event['id']}" for event in increments]
+    assert sorted((row[0], row[1]) for row in decided) == sorted(
+        [("iauth_h", True), (increment_ids[0], True), (increment_ids[1], False), ("iauth_n", True), ("iauth_o", False)]
     )
-    assert recorded is not None
-    assert tuple(recorded) == (False, "increment_not_supported", "gateway", 500)
+    held = await pool.fetchval("SELECT amount_minor FROM authorizer.holds WHERE authorization_id = 'iauth_h'")
+    assert held == 900
+    journaled = """SELECT held_minor, open_hold_minor, increments, incremented_minor, status
+                     FROM ledger.transactions WHERE authorization_id = $1"""
+    row = None
+    async with consuming(Ledger(settings_for_gateway, pool)):
+        for _ in range(200):  # the ledger journals the decisions as it consumes them
+            row = await pool.fetchrow(journaled, "iauth_h")
+            if row is not None and row["increments"] == 2:
+                break
+            await asyncio.sleep(0.05)
+    rows = await pool.fetchval("SELECT count(*) FROM ledger.transactions WHERE authorization_id LIKE 'iauth_h%'")
+    assert (row and tuple(row), rows) == ((900, 900, 2, 300, "held"), 1)
+
+
+async def test_an_increment_our_deadline_answered_holds_nothing_more(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings, kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """$6 approved; the authorizer then stops, and Stripe asks to increment by $3: our deadline
+    passes, the increment is declined `deadline_exceeded` and its expiry published. The authorizer,
+    back, declines the late increment too: the hold stays $6, so $4 more is approved and no more.
+    """
+    async with running_authorizer(kafka_topics, pool):
+        await _ten_dollar_card(settings_for_gateway)
+        assert (await _stripe_ask(gateway, "iauth_d", 600))["approved"] is True
+    increment = stripe_incremental_request("iauth_d", TOKEN, 300, approved_minor=600)
+    async with Collector(settings_for_gateway, Topic.ISSUER_EVENTS) as lifecycle:
+        answer = (await _post(gateway, sign_for_stripe(increment, STRIPE_SECRET))).json()
+        expired = await lifecycle.wait_for(lambda items: len(items) >= 1)
+    async with running_authorizer(kafka_topics, pool):
+        after = [await _stripe_ask(gateway, "iauth_d2", 400), await _stripe_ask(gateway, "iauth_d3", 1)]
+        late = await pool.fetchrow(
+            "SELECT approved, reason FROM authorizer.decisions WHERE issuer_authorization_id = $1",
+            f"iauth_d:{increment['id']}",
+        )
+    held = await pool.fetchval("SELECT amount_minor FROM authorizer.holds WHERE authorization_id = 'iauth_d'")
+    assert (_outcomes([answer]), [(e.cause, e.issuer_authorization_id) for e in expired]) == (
+        [(False, "deadline_exceeded")],
+        [("gateway_deadline", f"iauth_d:{increment['id']}")],
+    )
+    assert (late and tuple(late), held, _outcomes(after)) == (
+        (False, "deadline_exceeded"),
+        600,
+        [(True, "approved"), (False, "card_funds_insufficient")],
+    )
 
 
 @pytest.mark.usefixtures("authorizer")

@@ -424,7 +424,8 @@ async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_f
     entries of every kind of lifecycle (held, captured in part, reversed, expired, refunded, declined,
     captured without a decision, force-posted, across two wallets), it gives exactly the rows of
     migration 0007's definition, as a whole and for one wallet; migration 0014 (holds the issuer
-    placed) only adds a last column, `held_by_issuer_minor`, 0 on all of them.
+    placed) only adds a column, `held_by_issuer_minor`, and 0020 (increments) two more, `increments`
+    and `incremented_minor`: 0 on all of them.
     """
     now = datetime.now(UTC)
     entries = [
@@ -462,7 +463,7 @@ async def test_the_transactions_view_gives_the_rows_it_gave_before_it_was_made_f
                 query = f"SELECT * FROM {view}{where} ORDER BY 1, 2, 3"  # noqa: S608 - our own names
                 rows[view] = [tuple(row) for row in await connection.fetch(query)]
             now_rows, then_rows = rows["ledger.transactions"], rows["transactions_0007"]
-            assert {row[-1] for row in now_rows} == {0}  # held_by_issuer_minor
-            now_rows = [row[:-1] for row in now_rows]
+            assert {row[-3:] for row in now_rows} == {(0, 0, 0)}  # held by the issuer; increments
+            now_rows = [row[:-3] for row in now_rows]
             assert now_rows == then_rows
             assert len(now_rows) == (6 if not where else 3)

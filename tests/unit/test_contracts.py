@@ -135,6 +135,27 @@ def test_decision_reason_must_agree_with_outcome() -> None:
     assert ReasonCode.APPROVED.value == "approved"
 
 
+def test_an_increment_is_version_2_and_version_2_is_an_increment() -> None:
+    """A request or decision naming `increment_of` is version 2, and version 2 names it; an
+    increment has an id of its own. Either half alone is refused, naming why.
+    """
+    request = samples()[Topic.AUTH_REQUESTS][0]
+    decision = samples()[Topic.AUTH_DECISIONS][0]
+    asked = parse(Topic.AUTH_REQUESTS, _mutated(request, schema_version=2, increment_of="iauth_base"))
+    answered = parse(Topic.AUTH_DECISIONS, _mutated(decision, schema_version=2, increment_of="iauth_base"))
+    assert (asked.increment_of, answered.increment_of) == ("iauth_base", "iauth_base")
+    own_id = request.issuer_authorization_id
+    for topic, message, changes in [
+        (Topic.AUTH_REQUESTS, request, {"schema_version": 2}),
+        (Topic.AUTH_REQUESTS, request, {"increment_of": "iauth_base"}),
+        (Topic.AUTH_REQUESTS, request, {"schema_version": 2, "increment_of": own_id}),
+        (Topic.AUTH_DECISIONS, decision, {"schema_version": 2}),
+        (Topic.AUTH_DECISIONS, decision, {"increment_of": "iauth_base"}),
+    ]:
+        with pytest.raises(InvalidMessage, match="increment"):
+            parse(topic, _mutated(message, **changes))
+
+
 def test_request_deadline_cannot_precede_the_request() -> None:
     """A deadline before the request is a clock or shape error."""
     request = samples()[Topic.AUTH_REQUESTS][0]

@@ -247,24 +247,32 @@ def _approval_of_six_dollars(auth: str) -> AuthorizationDecided:
     return decision
 
 
-async def test_an_increment_is_declined_without_asking_the_authorizer() -> None:
-    """Stripe's increment of an authorization is not a retry of it: it gets an answer of its own,
-    a decline the gateway records (the authorizer holds one amount per authorization), and nothing
-    is published.
+async def test_an_increment_is_asked_of_the_authorizer_as_version_2() -> None:
+    """Stripe's increment of an authorization is not a retry of it: it is asked of the authorizer
+    under an id of its own, as a version 2 request naming the authorization it adds to, and gets the
+    authorizer's answer (which grows that authorization's hold when approved).
     """
+    events, _ = run(
+        wallet(),
+        request(600, auth="iauth_h"),
+        request(500, auth="iauth_h:evt_2", schema_version=2, increment_of="iauth_h"),
+    )
+    decision = [event for event in events if isinstance(event, AuthorizationDecided)][-1]
     broker, pool = _Accepting(), _Recorded(recorded="iauth_h")
-    answering = _asking(broker, pool)
+    answering = _asking(broker, pool, decision)
     ask = Ask(Issuer.STRIPE, "iauth_h:evt_2", "tok", usd(500), usd(500), MERCHANT, increment_of="iauth_h")
     answer = await answering.authorize(ask)
     await answering.close(timeout_s=5)
-    assert (answer.approved, answer.reason, answer.answered_by) == (
-        False,
-        ReasonCode.INCREMENT_NOT_SUPPORTED,
-        "gateway",
+    [(topic, payload)] = broker.published
+    asked = parse(Topic.AUTH_REQUESTS, payload)
+    assert (answer.approved, answer.reason, answer.answered_by) == (True, ReasonCode.APPROVED, "authorizer")
+    assert (topic, asked.schema_version, asked.increment_of, asked.issuer_authorization_id) == (
+        "t.auth.requests",
+        2,
+        "iauth_h",
+        "iauth_h:evt_2",
     )
-    assert broker.published == []
-    [row] = pool.inserted
-    assert (row[1], row[5], row[6]) == ("iauth_h:evt_2", False, "increment_not_supported")
+    assert (asked.amount, decision.increment_of, decision.schema_version) == (usd(500), "iauth_h", 2)
 
 
 async def test_a_reused_id_does_not_get_the_answer_on_record() -> None:
