@@ -41,7 +41,7 @@ from schemas.policies import CardCaps, WalletCaps
 from schemas.registry import Message, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import BindTrace, CreateCard, CreateWallet, FreezeCard, RaiseCap, UnfreezeCard, UpdateCaps
-from services.gateway.simulator import sign_for_stripe, stripe_authorization_request
+from services.gateway.simulator import sign_for_stripe, stripe_authorization_request, stripe_incremental_request
 from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
 from services.platform.logging import get_logger
 from services.platform.settings import Settings
@@ -84,6 +84,7 @@ class Tally:
     rebalances: int = 0
     duplicates: int = 0
     stand_ins: int = 0  # authorizations the issuer approved without asking (AuthorizationApprovedByIssuer)
+    increments: int = 0  # incremental authorizations asked (on Kafka or by webhook)
     stalls: int = 0
     zombies: int = 0
     postgres_restarts: int = 0
@@ -247,8 +248,10 @@ class Workload:
         """One seeded action."""
         roll = self._rng.random()
         wallet_id = self._rng.choice(self.wallets)
-        if roll < 0.40:
+        if roll < 0.37:
             await self._authorize_on_kafka(wallet_id)
+        elif roll < 0.40:
+            await self._increment()
         elif roll < 0.55:
             self._authorize_by_webhook(wallet_id)
         elif roll < 0.78:
@@ -274,6 +277,31 @@ class Workload:
         await self.send(Topic.AUTH_REQUESTS, self._request(wallet_id, card_id, authorization_id,
                                                            self._rng.randrange(50, 1_500)))  # fmt: skip
 
+    async def _increment(self) -> None:
+        """An incremental authorization of an open approval (a hotel's extra night): by webhook as
+        Stripe asks it when the approval came that way, else on Kafka as the gateway asks it.
+        """
+        open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
+        if not open_:
+            return
+        decision = self.approved[self._rng.choice(sorted(open_))]
+        amount = self._rng.randrange(10, 400)
+        if decision.issuer_authorization_id.startswith(WEBHOOK_PREFIX):
+            event = stripe_incremental_request(
+                decision.issuer_authorization_id, f"tok-{decision.card_id}", amount,
+                approved_minor=decision.amount.amount_minor,
+            )  # fmt: skip
+            task = asyncio.create_task(self._webhook_event(f"{decision.issuer_authorization_id}:{event['id']}", event))
+            self._webhooks.add(task)
+            task.add_done_callback(self._webhooks.discard)
+            return
+        increment_id = f"{decision.issuer_authorization_id}:i{self._rng.getrandbits(32):08x}"
+        self._tally.requested.add(increment_id)
+        self._tally.increments += 1
+        request = self._request(decision.wallet_id, decision.card_id, increment_id, amount)
+        await self.send(Topic.AUTH_REQUESTS, request.model_copy(
+            update={"schema_version": 2, "increment_of": decision.issuer_authorization_id}))  # fmt: skip
+
     def _authorize_by_webhook(self, wallet_id: str) -> None:
         authorization_id = f"{WEBHOOK_PREFIX}{self._rng.getrandbits(48):012x}"
         card_id = self._rng.choice(self.cards[wallet_id])
@@ -284,7 +312,14 @@ class Workload:
 
     async def _webhook(self, authorization_id: str, card_token: str, amount: int) -> None:
         """POST like Stripe, retrying (same authorization id) while the gateway is down, as Stripe would."""
-        event = stripe_authorization_request(authorization_id, card_token, amount)
+        await self._webhook_event(authorization_id, stripe_authorization_request(authorization_id, card_token, amount))
+
+    async def _webhook_event(self, authorization_id: str, event: dict[str, Any]) -> None:
+        """POST `event` like Stripe (its answer tallied under `authorization_id`, an increment's own
+        id for an increment), retrying while the gateway is down.
+        """
+        if event["data"]["object"]["request_history"]:
+            self._tally.increments += 1
         async with httpx.AsyncClient(timeout=5) as client:
             for _ in range(60):
                 signed = sign_for_stripe(event, STRIPE_SECRET)
@@ -440,7 +475,8 @@ async def follow_decisions(settings: Settings, workload: Workload, stop: asyncio
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     decision = parse(Topic.AUTH_DECISIONS, record.value or b"")
-                    if isinstance(decision, AuthorizationDecided) and decision.approved:
+                    # An increment's hold is its authorization's: settled with it, never on its own.
+                    if isinstance(decision, AuthorizationDecided) and decision.approved and not decision.increment_of:
                         workload.approved.setdefault(decision.issuer_authorization_id, decision)
     finally:
         await consumer.stop()

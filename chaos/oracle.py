@@ -7,7 +7,8 @@
 - cents_over_cap / approved_while_frozen: the authorizer's committed history (its outbox, in commit
   order) replayed per wallet with plain sums, independent of the decision module: at every approval,
   open holds + spend + the amount must fit the wallet's rolling cap (with the raises then in force)
-  and the card's funded amount, and the card and wallet must not be frozen.
+  and the card's funded amount, and the card and wallet must not be frozen. An approved increment
+  adds to the hold of the authorization it names.
 - holds_leaked: holds still open after every approval was settled (cleared or reversed).
 - ledger_mismatches: approvals missing from or doubled in the ledger, and `reconcile`'s mismatches.
 """
@@ -150,7 +151,12 @@ def _approval(wallet: _Wallet, event: AuthorizationDecided, found: Replay) -> No
     if funded is not None:
         over = max(over, min(amount, wallet.card_exposure(event.card_id) + amount - funded))
     found.cents_over_cap += max(0, over)
-    wallet.holds[event.issuer_authorization_id] = (event.card_id, amount)
+    if event.increment_of is None:
+        wallet.holds[event.issuer_authorization_id] = (event.card_id, amount)
+        return
+    # An increment grows its authorization's hold (released with it, by its MoneyMoved events).
+    _, held = wallet.holds.get(event.increment_of, (event.card_id, 0))
+    wallet.holds[event.increment_of] = (event.card_id, held + amount)
 
 
 async def committed_history(connection: asyncpg.Connection, settings: Settings) -> list[Any]:

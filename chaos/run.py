@@ -285,6 +285,7 @@ def _summary(
         "rebalances": tally.rebalances,
         "duplicates": tally.duplicates,
         "stand_ins": tally.stand_ins,
+        "increments": tally.increments,
         "stalls": tally.stalls,
         "zombies": tally.zombies,
         "postgres_restarts": tally.postgres_restarts,
@@ -308,7 +309,7 @@ def _summary(
 
 def summary_line(summary: dict[str, Any]) -> str:
     """One line a human reads first; a failure names the seed that reproduces it."""
-    names = ("events", "kills", "restarts", "rebalances", "duplicates", "stand_ins", "stalls", "zombies",
+    names = ("events", "kills", "restarts", "rebalances", "duplicates", "stand_ins", "increments", "stalls", "zombies",
              "postgres_restarts", "kafka_restarts", *_FAILURES, "late_approvals_released")  # fmt: skip
     figures = " ".join(f"{name}={summary[name]}" for name in names)
     verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"
