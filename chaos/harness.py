@@ -318,7 +318,7 @@ class Workload:
         """POST `event` like Stripe (its answer tallied under `authorization_id`, an increment's own
         id for an increment), retrying while the gateway is down.
         """
-        if event["data"]["object"]["request_history"]:
+        if event["data"]["object"].get("request_history"):
             self._tally.increments += 1
         async with httpx.AsyncClient(timeout=5) as client:
             for _ in range(60):
