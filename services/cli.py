@@ -197,6 +197,9 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
     dry_run: Annotated[  # noqa: FBT002 - a command-line flag
         bool, typer.Option("--dry-run", help="only say what the decision would be: nothing held, nothing recorded")
     ] = False,
+    increment_of: Annotated[
+        str | None, typer.Option(help="an approved authorization on the card: ask to add --amount to it (Stripe)")
+    ] = None,
 ) -> None:
     """Send issuer traffic through the real webhook path, signed as the card's issuer signs it; with
     --dry-run, only ask what the decision would be now (nothing held, no decision recorded).
@@ -209,18 +212,31 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
         return
     details = client.card(card)
     settings = load_settings()
+    increment = None if increment_of is None else (increment_of, _approved_minor(client, card, increment_of))
     for _ in range(count):
-        signed = simulated_authorization(
-            settings,
-            details["issuer"],
-            details["issuer_card_token"],
-            amount_minor=minor,
-            currency=currency,
-            merchant=shop,
-        )
+        try:
+            signed = simulated_authorization(
+                settings,
+                details["issuer"],
+                details["issuer_card_token"],
+                amount_minor=minor,
+                currency=currency,
+                merchant=shop,
+                increment_of=increment,
+            )
+        except ValueError as error:  # a secret missing, an increment on a card of an issuer without them
+            raise typer.BadParameter(str(error)) from None
         response = httpx.post(f"{client.url}{signed.path}", content=signed.body, headers=signed.headers, timeout=10)
         typer.echo(f"{signed.authorization_id}  {money_text({'amount_minor': minor, 'currency': currency.upper()})}"
                    f"  → {response.status_code} {response.text}")  # fmt: skip
+
+
+def _approved_minor(client: ApiClient, card: str, authorization_id: str) -> int:
+    """What the card's authorization `authorization_id` was approved for (an increment's base)."""
+    for row in client.transactions(card_id=card, limit=200):
+        if row["issuer_authorization_id"] == authorization_id and row["approved"]:
+            return int(row["amount"]["amount_minor"])
+    raise typer.BadParameter(f"no approved authorization {authorization_id!r} among card {card}'s latest 200")
 
 
 def _dry_run(client: ApiClient, card: str, amount: dict[str, Any], shop: MerchantData) -> None:

@@ -285,14 +285,24 @@ def simulated_authorization(
     amount_minor: int,
     currency: str = "USD",
     merchant: MerchantData = MERCHANT,
+    increment_of: tuple[str, int] | None = None,
 ) -> Signed:
     """A new authorization request for `card_token`, shaped and signed as `issuer` sends it, with the
-    webhook secret the gateway is configured with (PURSESTRINGS_<ISSUER>_WEBHOOK_SECRET).
+    webhook secret the gateway is configured with (PURSESTRINGS_<ISSUER>_WEBHOOK_SECRET). With
+    `increment_of` (an authorization's id and the minor units approved on it so far), an incremental
+    authorization of `amount_minor` on it, as Stripe asks one (Stripe only: the others have none).
     """
     secret = getattr(settings, f"{issuer}_webhook_secret", None)
     if secret is None:
         raise ValueError(f"set PURSESTRINGS_{issuer.upper()}_WEBHOOK_SECRET to sign {issuer} traffic")
     key = secret.get_secret_value()
+    if increment_of is not None:
+        if issuer != "stripe":
+            raise ValueError(f"incremental authorizations are Stripe's; {issuer} does not send them")
+        authorization, approved_minor = increment_of
+        event = stripe_incremental_request(authorization, card_token, amount_minor, approved_minor, currency.lower())
+        signed = sign_for_stripe(event, key)
+        return Signed(signed.path, signed.body, signed.headers, f"{authorization}:{event['id']}")
     if issuer == "stripe":
         authorization_id = f"iauth_{uuid.uuid4().hex[:24]}"
         event = stripe_authorization_request(authorization_id, card_token, amount_minor, currency.lower(), merchant)

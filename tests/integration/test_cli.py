@@ -98,3 +98,42 @@ async def test_the_card_lifecycle_through_the_cli_and_the_real_api(
         (False, True),
         (True, False),
     ]
+
+
+async def test_simulate_asks_an_increment_of_an_approved_authorization(
+    kafka_topics: Settings,
+    database_url: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`simulate --increment-of AUTH` sends Stripe's incremental authorization through the real
+    webhook path: on a $10.00 card with $6.00 approved, +$3.00 is approved and +$2.00 more declined.
+    """
+    settings = gateway_settings(kafka_topics)
+    key = await create_key(pool, Scope.ADMIN, label="cli increments")
+    for name, value in {
+        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
+        "PURSESTRINGS_API_KEY": key,
+        "PURSESTRINGS_DATABASE_URL": database_url,
+        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def cli(*arguments: str) -> str:
+        code = await asyncio.to_thread(main, list(arguments))
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+
+    async with running_authorizer(kafka_topics, pool), running_gateway(settings):
+        await cli("wallets", "create", "--id", "wal_inc")
+        await cli("cards", "create", "--wallet", "wal_inc", "--amount", "10", "--id", "card_inc")
+        first = await cli("simulate", "--card", "card_inc", "--amount", "6")
+        authorization = first.split()[0]
+        grown = await cli("simulate", "--card", "card_inc", "--amount", "3", "--increment-of", authorization)
+        refused = await cli("simulate", "--card", "card_inc", "--amount", "2", "--increment-of", authorization)
+        remaining = await cli("balance", "card_inc")
+    assert (grown.split()[0].startswith(f"{authorization}:"), '"approved":true' in grown) == (True, True)
+    assert '"pursestrings_reason":"card_funds_insufficient"' in refused
+    assert remaining.splitlines()[0] == "Remaining: $1.00 of $10.00  (card_funded)"
