@@ -77,6 +77,7 @@ class ReasonCode(StrEnum):
     MCC_BLOCKED = "mcc_blocked"
     MERCHANT_LOCKED = "merchant_locked"
     FX_RATE_MISSING = "fx_rate_missing"
+    VELOCITY_LIMIT = "velocity_limit"  # more authorizations in a rolling minute or hour than allowed
     PER_AUTHORIZATION_CAP = "per_authorization_cap"
     CARD_FUNDS_INSUFFICIENT = "card_funds_insufficient"
     CARD_ROLLING_24H_CAP = "card_rolling_24h_cap"

@@ -192,6 +192,18 @@ class RaiseCap(_Command):
         return self
 
 
+class SetVelocityLimit(_Command):
+    """At most `max_authorizations` authorizations per rolling `per` on a card (or on the whole
+    wallet), whatever their amounts: a runaway agent retrying in a loop is declined `velocity_limit`
+    from the next one on. Every authorization asked counts, declined ones too. None lifts the limit.
+    """
+
+    type: Literal["set_velocity_limit"] = "set_velocity_limit"
+    card_id: Identifier | None = Field(default=None, description="None: the whole wallet")
+    max_authorizations: int | None = Field(ge=1, le=100_000, description="None lifts the limit")
+    per: Literal["minute", "hour"] = "minute"
+
+
 AnyWalletCommand = (
     CreateWallet
     | CreateCard
@@ -204,6 +216,7 @@ AnyWalletCommand = (
     | CloseWallet
     | BindTrace
     | RaiseCap
+    | SetVelocityLimit
 )
 WalletCommand = Annotated[AnyWalletCommand, Field(discriminator="type")]
 
@@ -274,6 +287,15 @@ class TraceBound(_WalletEvent):
     trace_id: TraceId
     card_id: Identifier | None
     cap: Money | None
+
+
+class VelocityLimitSet(_WalletEvent):
+    """A card's (or the wallet's) velocity limit, as it now stands (None: lifted)."""
+
+    type: Literal["velocity_limit_set"] = "velocity_limit_set"
+    card_id: Identifier | None = Field(description="None: the whole wallet")
+    max_authorizations: int | None = Field(ge=1, le=100_000)
+    per: Literal["minute", "hour"]
 
 
 class CapRaised(_WalletEvent):
@@ -368,5 +390,6 @@ AnyWalletEvent = (
     | CommandRejected
     | CapBreachedByIssuer
     | MoneyMoved
+    | VelocityLimitSet
 )
 WalletEvent = Annotated[AnyWalletEvent, Field(discriminator="type")]

@@ -156,6 +156,24 @@ def cards_unfreeze(card_id: str, reason: Annotated[str, typer.Option(help="why")
     _card_status(card_id, "unfreeze", reason)
 
 
+@wallets.command("velocity")
+def wallets_velocity(
+    wallet: Annotated[str, typer.Argument(help="the wallet")],
+    max_authorizations: Annotated[
+        int | None, typer.Option("--max", help="at most this many authorizations per window (omit to lift)")
+    ] = None,
+    per: Annotated[str, typer.Option(help="the rolling window: minute or hour")] = "minute",
+    card: Annotated[str | None, typer.Option(help="only this card (default: the whole wallet)")] = None,
+) -> None:
+    """Limit how many authorizations a card or the wallet may ask per rolling minute or hour."""
+    if per not in ("minute", "hour"):
+        raise typer.BadParameter(f"--per is minute or hour, not {per!r}")
+    _client().set_velocity(wallet, card, max_authorizations, per)
+    scope = f"card {card}" if card else f"wallet {wallet}"
+    said = "no velocity limit" if max_authorizations is None else f"at most {max_authorizations} per {per}"
+    typer.echo(f"{scope}: {said}")
+
+
 @trace.command("bind")
 def trace_bind(
     wallet: Annotated[str, typer.Option(help="the wallet")],

@@ -126,6 +126,11 @@ class ApiClient:
         body = {"trace_id": trace_id, "card_id": card_id, "cap": cap}
         return self.call("POST", f"/v1/wallets/{wallet_id}/traces", {k: v for k, v in body.items() if v is not None})
 
+    def set_velocity(self, wallet_id: str, card_id: str | None, max_authorizations: int | None, per: str) -> Any:  # noqa: ANN401
+        """PUT /v1/wallets/{wallet_id}/velocity."""
+        body = {"card_id": card_id, "max_authorizations": max_authorizations, "per": per}
+        return self.call("PUT", f"/v1/wallets/{wallet_id}/velocity", body)
+
     def transactions(self, *, card_id: str | None = None, trace_id: str | None = None, limit: int = 50) -> list[Any]:
         """The card's or the trace's authorizations, newest first."""
         if (card_id is None) == (trace_id is None):

@@ -28,11 +28,13 @@ from schemas.wallet import (
     FreezeCard,
     FreezeWallet,
     RaiseCap,
+    SetVelocityLimit,
     StatusChanged,
     TraceBound,
     UnfreezeCard,
     UnfreezeWallet,
     UpdateCaps,
+    VelocityLimitSet,
     WalletCreated,
 )
 from services.authorizer.decide import applicable_caps, derived_id
@@ -266,7 +268,30 @@ _NEW_STATUS: dict[str, Status] = {
     "unfreeze_wallet": "active",
     "close_wallet": "closed",
 }
+
+
 # Every command but create_wallet, by type: the whole command flow in one table.
+def _set_velocity_limit(
+    state: WalletState, command: SetVelocityLimit, fields: dict[str, Any], _now: datetime
+) -> tuple[AnyWalletEvent, WalletState]:
+    if command.card_id is not None:
+        _card(state, command.card_id)
+    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    velocity, asked = dict(state.velocity), dict(state.asked_at)
+    if command.max_authorizations is None:
+        velocity.pop(scope, None)
+        asked.pop(scope, None)
+    else:
+        velocity[scope] = (command.max_authorizations, _VELOCITY_WINDOWS_S[command.per])
+    event = VelocityLimitSet(
+        **fields, card_id=command.card_id, max_authorizations=command.max_authorizations, per=command.per
+    )
+    return event, replace(state, velocity=velocity, asked_at=asked)
+
+
+_VELOCITY_WINDOWS_S = {"minute": 60, "hour": 3_600}
+
+
 _HANDLERS: dict[str, Callable[[WalletState, Any, dict[str, Any], datetime], tuple[AnyWalletEvent, WalletState]]] = {
     "create_card": _create_card,
     "update_caps": _update_caps,
@@ -278,4 +303,5 @@ _HANDLERS: dict[str, Callable[[WalletState, Any, dict[str, Any], datetime], tupl
     "close_wallet": _wallet_status,
     "bind_trace": _bind_trace,
     "raise_cap": _raise_cap,
+    "set_velocity_limit": _set_velocity_limit,
 }

@@ -324,6 +324,11 @@ def decide_authorization(
     reason = _policy_reason(state, request, now)
     if reason is None and increment_of is not None and (grown is None or grown.card_id != request.card_id):
         reason = ReasonCode.INVALID_REQUEST  # nothing of this card's held under that id to add to
+    asked: dict[str, Any] = {}
+    if state.velocity:  # every authorization asked counts in its limited scopes, declined ones too
+        over, asked["asked_at"] = _velocity(state, request.card_id, now)
+        if reason is None and over:
+            reason = ReasonCode.VELOCITY_LIMIT
     cap_minor = rates.convert_up(request.amount, state.currency)
     if reason is None and cap_minor is None:
         reason = ReasonCode.FX_RATE_MISSING
@@ -348,6 +353,7 @@ def decide_authorization(
     remembered = {
         "decisions": as_map(state.decisions).set(authorization_id, (now, decision.payload)),
         "decisions_pruned_at": state.decisions_pruned_at or now,  # the clock of the next bulk prune
+        **asked,
     }
     if not approved:
         return decision, state.evolve(**remembered)
@@ -356,6 +362,24 @@ def decide_authorization(
         return decision, set_hold(state, grown.authorization_id, more, **remembered)
     hold = Hold(authorization_id, request.card_id, trace_id, amount_minor, now, now + DEFAULT_HOLD_TTL)
     return decision, set_hold(state, authorization_id, hold, **remembered)
+
+
+def _velocity(state: WalletState, card_id: str, now: datetime) -> tuple[bool, dict[str, tuple[datetime, ...]]]:
+    """Whether an authorization asked on `card_id` at `now` is one too many in a rolling window of a
+    velocity limit (its card's or its wallet's), and the times asked with this one counted (only as
+    many as each limit needs are kept).
+    """
+    asked, over = dict(state.asked_at), False
+    for scope in ("card:" + card_id, "wallet"):
+        limit = state.velocity.get(scope)
+        if limit is None:
+            continue
+        most, window_s = limit
+        since = now - timedelta(seconds=window_s)
+        recent = [moment for moment in asked.get(scope, ()) if moment > since]
+        over = over or len(recent) >= most
+        asked[scope] = (*recent, now)[-most:]
+    return over, asked
 
 
 def _decision_json(  # noqa: PLR0917 - the decision's parts, encoded in one place

@@ -175,6 +175,10 @@ class WalletState:
     # when: their hold is the issuer's, so our own deadline's expiry does not release it.
     issuer_held: Mapping[str, datetime] = field(default_factory=dict)
     applied_commands: tuple[UUID, ...] = ()
+    # Velocity limits by scope ("wallet", "card:<id>") → (most authorizations, window in seconds), and
+    # when the last ones (at most that many) were asked in each limited scope.
+    velocity: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    asked_at: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> WalletState:  # noqa: ANN401 - field values of every type
         """`dataclasses.replace` for the hot path: copies the fields without re-running __init__

@@ -343,7 +343,7 @@ _LITHIC_RESULTS: dict[ReasonCode, str] = {
     ReasonCode.PER_AUTHORIZATION_CAP: "INSUFFICIENT_FUNDS",
     **dict.fromkeys(
         (ReasonCode.CARD_ROLLING_24H_CAP, ReasonCode.CARD_MONTHLY_CAP, ReasonCode.TRACE_CAP,
-         ReasonCode.WALLET_ROLLING_24H_CAP, ReasonCode.WALLET_MONTHLY_CAP),
+         ReasonCode.WALLET_ROLLING_24H_CAP, ReasonCode.WALLET_MONTHLY_CAP, ReasonCode.VELOCITY_LIMIT),
         "VELOCITY_EXCEEDED",
     ),
     **dict.fromkeys(

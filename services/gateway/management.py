@@ -37,6 +37,7 @@ from schemas.wallet import (
     FreezeCard,
     FreezeWallet,
     Last4,
+    SetVelocityLimit,
     SlackChannel,
     TimeZoneName,
     UnfreezeCard,
@@ -111,6 +112,22 @@ class TraceIn(_Body):
     trace_id: TraceId
     card_id: Identifier | None = None
     cap: Money | None = None
+
+
+class VelocityIn(_Body):
+    """At most `max_authorizations` per rolling minute or hour on one card or the whole wallet (null lifts it)."""
+
+    card_id: Identifier | None = None
+    max_authorizations: int | None = Field(ge=1, le=100_000)
+    per: Literal["minute", "hour"] = "minute"
+
+
+class VelocityOut(BaseModel):
+    """A velocity limit in force: at most `max_authorizations` per rolling `per`."""
+
+    card_id: str | None = Field(description="null: the whole wallet")
+    max_authorizations: int
+    per: Literal["minute", "hour"]
 
 
 class WalletCapsIn(_Body):
@@ -194,6 +211,7 @@ class WalletOut(BaseModel):
     approvers: tuple[str, ...]
     caps: list[CapOut]
     cards: list[CardOut]
+    velocity: list[VelocityOut] = Field(description="velocity limits in force (authorizations per minute or hour)")
 
 
 class TransactionOut(BaseModel):
@@ -290,6 +308,14 @@ def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
         approvers=state.approvers,
         caps=[_cap_out(check, state.currency) for check in wallet_caps(state, now)],
         cards=[_card_out(state, card_id, now) for card_id in sorted(state.cards)],
+        velocity=[
+            VelocityOut(
+                card_id=None if scope == "wallet" else scope.removeprefix("card:"),
+                max_authorizations=most,
+                per="minute" if window_s == 60 else "hour",  # noqa: PLR2004 - the two windows there are
+            )
+            for scope, (most, window_s) in sorted(state.velocity.items())
+        ],
     )
 
 
@@ -545,6 +571,15 @@ def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler p
             raise HTTPException(403, {"error": "forbidden", "detail": "a read key cannot bind traces"})
         _may_read(caller, wallet_id)
         await shared.apply(BindTrace(**_fields(caller, wallet_id), **body.model_dump(exclude_none=True)))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.put("/wallets/{wallet_id}/velocity")
+    async def set_velocity(wallet_id: str, body: VelocityIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Limit how many authorizations a card (or the whole wallet) may ask per rolling minute or
+        hour, whatever their amounts: past it, each is declined `velocity_limit` (a runaway retry loop).
+        """
+        _must_admin(caller)
+        await shared.apply(SetVelocityLimit(**_fields(caller, wallet_id), **body.model_dump()))
         return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
 
     @router.get("/cards/{card_id}/transactions")

@@ -137,3 +137,45 @@ async def test_simulate_asks_an_increment_of_an_approved_authorization(
     assert (grown.split()[0].startswith(f"{authorization}:"), '"approved":true' in grown) == (True, True)
     assert '"pursestrings_reason":"card_funds_insufficient"' in refused
     assert remaining.splitlines()[0] == "Remaining: $1.00 of $10.00  (card_funded)"
+
+
+async def test_a_velocity_limit_stops_a_tight_retry_loop_at_exactly_n(
+    kafka_topics: Settings,
+    database_url: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`wallets velocity WAL --max 3 --card C`, then five $1.00 authorizations in a row through the
+    real Stripe webhook path: three approved, two declined `velocity_limit`; the API shows the limit.
+    """
+    settings = gateway_settings(kafka_topics)
+    key = await create_key(pool, Scope.ADMIN, label="cli velocity")
+    for name, value in {
+        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
+        "PURSESTRINGS_API_KEY": key,
+        "PURSESTRINGS_DATABASE_URL": database_url,
+        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def cli(*arguments: str) -> str:
+        code = await asyncio.to_thread(main, list(arguments))
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+
+    async with running_authorizer(kafka_topics, pool), running_gateway(settings) as api:
+        await cli("wallets", "create", "--id", "wal_vel")
+        await cli("cards", "create", "--wallet", "wal_vel", "--amount", "100", "--id", "card_vel")
+        limited = await cli("wallets", "velocity", "wal_vel", "--max", "3", "--card", "card_vel")
+        loop = await cli("simulate", "--card", "card_vel", "--amount", "1", "--count", "5")
+        shown = (await api.get("/v1/wallets/wal_vel", headers={"Authorization": f"Bearer {key}"})).json()
+    answers = ['"approved":true' in line for line in loop.splitlines()]
+    declined = ['"pursestrings_reason":"velocity_limit"' in line for line in loop.splitlines()]
+    assert (limited, answers, declined) == (
+        "card card_vel: at most 3 per minute",
+        [True, True, True, False, False],
+        [False, False, False, True, True],
+    )
+    assert shown["velocity"] == [{"card_id": "card_vel", "max_authorizations": 3, "per": "minute"}]

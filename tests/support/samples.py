@@ -35,11 +35,13 @@ from schemas.wallet import (
     FreezeWallet,
     MoneyMoved,
     RaiseCap,
+    SetVelocityLimit,
     StatusChanged,
     TraceBound,
     UnfreezeCard,
     UnfreezeWallet,
     UpdateCaps,
+    VelocityLimitSet,
     WalletCreated,
 )
 
@@ -187,6 +189,7 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
                 amount=usd(500),
                 until=NOW + timedelta(hours=12),
             ),
+            SetVelocityLimit(**command | {"command_id": uuid.uuid4()}, card_id="card_1", max_authorizations=5),
         ],
         Topic.WALLET_EVENTS: [
             WalletCreated(
@@ -228,6 +231,7 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
                 until=NOW + timedelta(hours=1),
             ),
             CommandRejected(**wallet_event, command_type="create_card", error="card card_1 already exists"),
+            VelocityLimitSet(**wallet_event, card_id=None, max_authorizations=30, per="hour"),
             CapBreachedByIssuer(
                 **wallet_event | {"command_id": None},
                 cap=CapKind.WALLET_MONTHLY,

@@ -166,7 +166,8 @@ def test_lithic_asa_reads_and_answers_in_lithics_words() -> None:
         None,  # Lithic sends alpha-3 ("USA"); the contract holds alpha-2 only
     )
     assert [lithic_answer("tok_1", reason)["result"] for reason in ReasonCode] == [
-        "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 4, "INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS",
+        "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 4, "VELOCITY_EXCEEDED",
+        "INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS",
         *["VELOCITY_EXCEEDED"] * 5, *["CARD_PAUSED"] * 4,
     ]  # fmt: skip
 

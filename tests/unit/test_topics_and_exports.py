@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,6 +11,7 @@ from schemas.export import JSON_DIR, rendered
 from schemas.money import Money
 from schemas.policies import PolicyTemplate, template_caps
 from schemas.topics import Topic, topic_name
+from schemas.wallet import AnyWalletEvent
 from services.platform.settings import Settings
 
 
@@ -53,3 +56,13 @@ def test_settings_hide_the_database_password(monkeypatch: pytest.MonkeyPatch) ->
         False,
         "postgresql://u:hunter2@h/db",
     )
+
+
+def test_the_authorizer_knows_the_topic_of_every_wallet_event() -> None:
+    """A wallet event type without a topic in the authorizer's map failed every command producing
+    it (an internal error, dead-lettered): every type the contracts define has one.
+    """
+    from services.authorizer.runtime import OUTPUT_TOPIC  # noqa: PLC0415 - the runtime pulls in Kafka
+
+    members = typing.get_args(AnyWalletEvent)
+    assert {member.model_fields["type"].default for member in members} <= set(OUTPUT_TOPIC)
