@@ -4,12 +4,14 @@ MCP's `check_balance` headline, and the one the authorizer applies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.authorizations import AuthorizationDecided
 from schemas.common import CAP_REASONS, CapKind, ReasonCode
 from schemas.money import Money
 from schemas.policies import CardCaps, WalletCaps
@@ -138,7 +140,7 @@ def _bound(caps: WalletCaps, card_caps: CardCaps | None, funded_minor: int) -> W
 
 # Starting wallets whose tightest cap differs (the property's own, then one per kind of cap),
 # some with no per-authorization cap, so that every cap gets to bind.
-STARTS = {
+STARTS: dict[str, Callable[[], WalletState]] = {
     "trace under per-call caps": _start,
     "trace": lambda: _bound(WalletCaps(rolling_24h=usd(2_000), monthly=usd(5_000), per_trace=usd(500)), None, 4_000),
     "wallet day": lambda: _bound(WalletCaps(rolling_24h=usd(600), monthly=usd(5_000)), None, 4_000),
@@ -166,6 +168,7 @@ def test_exactly_the_spendable_amount_is_approved_and_a_cent_more_is_declined(
         exact = can.amount_minor if per_call is None else min(can.amount_minor, per_call)
         above = can.amount_minor + 1
         above_decision = decide(state, request(above, auth="above", at=now), now)[0][-1]
+        assert isinstance(above_decision, Decided | AuthorizationDecided)
         assert not above_decision.approved
         if can.blocked is not None:
             assert above_decision.reason == can.blocked
@@ -175,6 +178,7 @@ def test_exactly_the_spendable_amount_is_approved_and_a_cent_more_is_declined(
             assert (above_decision.reason, above_decision.failed_cap) == (_REASON_OF[can.binding.cap], can.binding.cap)
         if exact > 0:
             exact_decision = decide(state, request(exact, auth="exact", at=now), now)[0][-1]
+            assert isinstance(exact_decision, Decided | AuthorizationDecided)
             assert exact_decision.approved, (exact, can)
 
 

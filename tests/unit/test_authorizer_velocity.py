@@ -5,7 +5,7 @@ wallet, whatever their amounts, so that a runaway retry loop stops at exactly N.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from schemas.authorizations import AuthorizationDecided
 from schemas.common import ReasonCode
@@ -13,7 +13,7 @@ from schemas.wallet import CommandRejected, FreezeCard, SetVelocityLimit, Veloci
 from tests.support.builders import CARD, NOW, command_fields, request, run_on, usd, wallet
 
 
-def _limited(most: int | None, per: str = "minute", card: str | None = CARD) -> Any:
+def _limited(most: int | None, per: Literal["minute", "hour"] = "minute", card: str | None = CARD) -> Any:
     return SetVelocityLimit(**command_fields(), card_id=card, max_authorizations=most, per=per)
 
 

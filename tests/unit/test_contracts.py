@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, ReasonCode
 from schemas.issuer_events import AuthorizationExpired
 from schemas.registry import TOPIC_MESSAGES, InvalidMessage, parse, serialize
@@ -143,15 +144,18 @@ def test_an_increment_is_version_2_and_version_2_is_an_increment() -> None:
     decision = samples()[Topic.AUTH_DECISIONS][0]
     asked = parse(Topic.AUTH_REQUESTS, _mutated(request, schema_version=2, increment_of="iauth_base"))
     answered = parse(Topic.AUTH_DECISIONS, _mutated(decision, schema_version=2, increment_of="iauth_base"))
+    assert isinstance(asked, AuthorizationRequested)
+    assert isinstance(answered, AuthorizationDecided)
     assert (asked.increment_of, answered.increment_of) == ("iauth_base", "iauth_base")
-    own_id = request.issuer_authorization_id
-    for topic, message, changes in [
+    own_id = getattr(request, "issuer_authorization_id", "")
+    cases: list[tuple[Topic, Any, dict[str, Any]]] = [
         (Topic.AUTH_REQUESTS, request, {"schema_version": 2}),
         (Topic.AUTH_REQUESTS, request, {"increment_of": "iauth_base"}),
         (Topic.AUTH_REQUESTS, request, {"schema_version": 2, "increment_of": own_id}),
         (Topic.AUTH_DECISIONS, decision, {"schema_version": 2}),
         (Topic.AUTH_DECISIONS, decision, {"increment_of": "iauth_base"}),
-    ]:
+    ]
+    for topic, message, changes in cases:
         with pytest.raises(InvalidMessage, match="increment"):
             parse(topic, _mutated(message, **changes))
 

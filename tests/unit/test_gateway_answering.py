@@ -265,6 +265,7 @@ async def test_an_increment_is_asked_of_the_authorizer_as_version_2() -> None:
     await answering.close(timeout_s=5)
     [(topic, payload)] = broker.published
     asked = parse(Topic.AUTH_REQUESTS, payload)
+    assert isinstance(asked, AuthorizationRequested)
     assert (answer.approved, answer.reason, answer.answered_by) == (True, ReasonCode.APPROVED, "authorizer")
     assert (topic, asked.schema_version, asked.increment_of, asked.issuer_authorization_id) == (
         "t.auth.requests",
