@@ -204,6 +204,17 @@ class SetVelocityLimit(_Command):
     per: Literal["minute", "hour"] = "minute"
 
 
+class SetDeclineStreakLimit(_Command):
+    """Freeze a card automatically after `max_declines` declined authorizations in a row on it (a
+    runaway agent hammering a declined card); on one card, or on every card of the wallet. The
+    freeze is a `status_changed` with no command, said in Slack. None lifts the limit.
+    """
+
+    type: Literal["set_decline_streak_limit"] = "set_decline_streak_limit"
+    card_id: Identifier | None = Field(default=None, description="None: every card of the wallet")
+    max_declines: int | None = Field(ge=1, le=100_000, description="None lifts the limit")
+
+
 AnyWalletCommand = (
     CreateWallet
     | CreateCard
@@ -217,6 +228,7 @@ AnyWalletCommand = (
     | BindTrace
     | RaiseCap
     | SetVelocityLimit
+    | SetDeclineStreakLimit
 )
 WalletCommand = Annotated[AnyWalletCommand, Field(discriminator="type")]
 
@@ -296,6 +308,14 @@ class VelocityLimitSet(_WalletEvent):
     card_id: Identifier | None = Field(description="None: the whole wallet")
     max_authorizations: int | None = Field(ge=1, le=100_000)
     per: Literal["minute", "hour"]
+
+
+class DeclineStreakLimitSet(_WalletEvent):
+    """A card's (or every card's) limit of declines in a row before it is frozen (None: lifted)."""
+
+    type: Literal["decline_streak_limit_set"] = "decline_streak_limit_set"
+    card_id: Identifier | None = Field(description="None: every card of the wallet")
+    max_declines: int | None = Field(ge=1, le=100_000)
 
 
 class CapRaised(_WalletEvent):
@@ -391,5 +411,6 @@ AnyWalletEvent = (
     | CapBreachedByIssuer
     | MoneyMoved
     | VelocityLimitSet
+    | DeclineStreakLimitSet
 )
 WalletEvent = Annotated[AnyWalletEvent, Field(discriminator="type")]

@@ -174,6 +174,21 @@ def wallets_velocity(
     typer.echo(f"{scope}: {said}")
 
 
+@wallets.command("decline-streak")
+def wallets_decline_streak(
+    wallet: Annotated[str, typer.Argument(help="the wallet")],
+    max_declines: Annotated[
+        int | None, typer.Option("--max", help="freeze a card after this many declines in a row (omit to lift)")
+    ] = None,
+    card: Annotated[str | None, typer.Option(help="only this card (default: every card)")] = None,
+) -> None:
+    """Freeze a card automatically after declines in a row (a runaway agent); said in Slack."""
+    _client().set_decline_streak(wallet, card, max_declines)
+    scope = f"card {card}" if card else f"every card of {wallet}"
+    said = "never frozen for declines" if max_declines is None else f"frozen after {max_declines} declines in a row"
+    typer.echo(f"{scope}: {said}")
+
+
 @trace.command("bind")
 def trace_bind(
     wallet: Annotated[str, typer.Option(help="the wallet")],

@@ -131,6 +131,11 @@ class ApiClient:
         body = {"card_id": card_id, "max_authorizations": max_authorizations, "per": per}
         return self.call("PUT", f"/v1/wallets/{wallet_id}/velocity", body)
 
+    def set_decline_streak(self, wallet_id: str, card_id: str | None, max_declines: int | None) -> Any:  # noqa: ANN401
+        """PUT /v1/wallets/{wallet_id}/decline-streak."""
+        body = {"card_id": card_id, "max_declines": max_declines}
+        return self.call("PUT", f"/v1/wallets/{wallet_id}/decline-streak", body)
+
     def transactions(self, *, card_id: str | None = None, trace_id: str | None = None, limit: int = 50) -> list[Any]:
         """The card's or the trace's authorizations, newest first."""
         if (card_id is None) == (trace_id is None):

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from schemas.common import CapKind
+from schemas.common import CapKind, ReasonCode
 from schemas.money import Money
 from schemas.policies import template_caps, template_raise_step
 from schemas.wallet import (
@@ -25,9 +25,11 @@ from schemas.wallet import (
     CommandRejected,
     CreateCard,
     CreateWallet,
+    DeclineStreakLimitSet,
     FreezeCard,
     FreezeWallet,
     RaiseCap,
+    SetDeclineStreakLimit,
     SetVelocityLimit,
     StatusChanged,
     TraceBound,
@@ -37,7 +39,7 @@ from schemas.wallet import (
     VelocityLimitSet,
     WalletCreated,
 )
-from services.authorizer.decide import applicable_caps, derived_id
+from services.authorizer.decide import Decided, applicable_caps, card_standing, derived_id
 from services.authorizer.state import REMEMBERED_COMMANDS, WALLET_WIDE, Card, Raise, Status, WalletState
 
 CommandOutcome = tuple[tuple[AnyWalletEvent, ...], WalletState | None]
@@ -190,7 +192,11 @@ def _card_status(
         raise Rejected(f"card {card.card_id} is closed")
     status = _NEW_STATUS[command.type]
     event = StatusChanged(**fields, card_id=card.card_id, status=status, reason=command.reason)
-    return event, replace(state, cards={**state.cards, card.card_id: replace(card, status=status)})
+    # A card let go again starts a new streak of declines (else its next decline froze it at once).
+    streaks = {key: count for key, count in state.declines_in_a_row.items() if key != card.card_id}
+    return event, replace(
+        state, cards={**state.cards, card.card_id: replace(card, status=status)}, declines_in_a_row=streaks
+    )
 
 
 def _wallet_status(
@@ -199,6 +205,39 @@ def _wallet_status(
     status = _NEW_STATUS[command.type]
     event = StatusChanged(**fields, card_id=None, status=status, reason=command.reason)
     return event, replace(state, status=status)
+
+
+def count_decline_streak(
+    state: WalletState, decision: Decided, now: datetime
+) -> tuple[tuple[StatusChanged, ...], WalletState]:
+    """A decision counted in its card's streak of declines in a row, when a limit applies to the
+    card: an approval ends the streak; the decline that reaches the limit freezes the card (a
+    `status_changed` of no command, which the notifier says in Slack). A decline because the card or
+    wallet already declines everything, or at our deadline (not the agent's doing), is not counted.
+    """
+    card_id = decision.card_id
+    limit = state.streak_limits.get(f"card:{card_id}", state.streak_limits.get("wallet"))
+    card = state.cards.get(card_id)
+    if limit is None or card is None:
+        return (), state
+    streaks = dict(state.declines_in_a_row)
+    if decision.approved:
+        if streaks.pop(card_id, None) is None:
+            return (), state
+        return (), replace(state, declines_in_a_row=streaks)
+    if decision.reason == ReasonCode.DEADLINE_EXCEEDED or card_standing(state, card_id, now) is not None:
+        return (), state
+    count = streaks.get(card_id, 0) + 1
+    if count < limit:
+        return (), replace(state, declines_in_a_row={**streaks, card_id: count})
+    streaks.pop(card_id, None)
+    frozen = StatusChanged(
+        event_id=derived_id("decline_streak_freeze", decision.issuer_authorization_id), command_id=None,
+        wallet_id=state.wallet_id, actor="pursestrings", occurred_at=now, card_id=card_id, status="frozen",
+        reason=f"{count} declines in a row (the limit is {limit})",
+    )  # fmt: skip
+    cards = {**state.cards, card_id: replace(card, status="frozen")}
+    return (frozen,), replace(state, cards=cards, declines_in_a_row=streaks)
 
 
 def _bind_trace(
@@ -292,6 +331,22 @@ def _set_velocity_limit(
 _VELOCITY_WINDOWS_S = {"minute": 60, "hour": 3_600}
 
 
+def _set_decline_streak_limit(
+    state: WalletState, command: SetDeclineStreakLimit, fields: dict[str, Any], _now: datetime
+) -> tuple[AnyWalletEvent, WalletState]:
+    if command.card_id is not None:
+        _card(state, command.card_id)
+    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    limits = dict(state.streak_limits)
+    if command.max_declines is None:
+        limits.pop(scope, None)
+    else:
+        limits[scope] = command.max_declines
+    event = DeclineStreakLimitSet(**fields, card_id=command.card_id, max_declines=command.max_declines)
+    streaks = state.declines_in_a_row if limits else {}
+    return event, replace(state, streak_limits=limits, declines_in_a_row=streaks)
+
+
 _HANDLERS: dict[str, Callable[[WalletState, Any, dict[str, Any], datetime], tuple[AnyWalletEvent, WalletState]]] = {
     "create_card": _create_card,
     "update_caps": _update_caps,
@@ -304,4 +359,5 @@ _HANDLERS: dict[str, Callable[[WalletState, Any, dict[str, Any], datetime], tupl
     "bind_trace": _bind_trace,
     "raise_cap": _raise_cap,
     "set_velocity_limit": _set_velocity_limit,
+    "set_decline_streak_limit": _set_decline_streak_limit,
 }

@@ -12,7 +12,7 @@ from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import ReasonCode
 from schemas.issuer_events import ISSUER_EVENT_TYPES, AnyIssuerEvent, AuthorizationExpired
 from schemas.wallet import AnyWalletCommand, AnyWalletEvent
-from services.authorizer.commands import apply_command
+from services.authorizer.commands import apply_command, count_decline_streak
 from services.authorizer.decide import Decided, answer_fields, decide_authorization, forget_old
 from services.authorizer.lifecycle import apply_issuer_event, expire_holds
 from services.authorizer.state import NO_RATES, RateTable, WalletState
@@ -31,6 +31,9 @@ def decide(state: WalletState | None, message: Inbound, now: datetime, rates: Ra
     expired, state = expire_holds(forget_old(state, now), now)
     if isinstance(message, AuthorizationRequested):
         decision, state = decide_authorization(state, message, now, rates)
+        if state.streak_limits and isinstance(decision, Decided):  # a first answer, not a repeat
+            frozen, state = count_decline_streak(state, decision, now)
+            return (*expired, decision, *frozen), state
         return (*expired, decision), state
     if message.type in _ISSUER_TYPES:
         events, state = apply_issuer_event(state, message, now, rates)  # type: ignore[arg-type]

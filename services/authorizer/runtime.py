@@ -55,7 +55,8 @@ OUTPUT_TOPIC: dict[str, Topic] = {
     "authorization_expired": Topic.ISSUER_EVENTS,
     **dict.fromkeys(
         ("wallet_created", "card_created", "caps_updated", "status_changed", "trace_bound", "cap_raised",
-         "command_rejected", "cap_breached_by_issuer", "money_moved", "velocity_limit_set"),
+         "command_rejected", "cap_breached_by_issuer", "money_moved", "velocity_limit_set",
+         "decline_streak_limit_set"),
         Topic.WALLET_EVENTS,
     ),
 }  # fmt: skip

@@ -179,6 +179,10 @@ class WalletState:
     # when the last ones (at most that many) were asked in each limited scope.
     velocity: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     asked_at: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
+    # Declines in a row before a card is frozen, by scope ("wallet": every card, "card:<id>"), and
+    # each limited card's current streak.
+    streak_limits: Mapping[str, int] = field(default_factory=dict)
+    declines_in_a_row: Mapping[str, int] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> WalletState:  # noqa: ANN401 - field values of every type
         """`dataclasses.replace` for the hot path: copies the fields without re-running __init__

@@ -37,6 +37,7 @@ from schemas.wallet import (
     FreezeCard,
     FreezeWallet,
     Last4,
+    SetDeclineStreakLimit,
     SetVelocityLimit,
     SlackChannel,
     TimeZoneName,
@@ -120,6 +121,13 @@ class VelocityIn(_Body):
     card_id: Identifier | None = None
     max_authorizations: int | None = Field(ge=1, le=100_000)
     per: Literal["minute", "hour"] = "minute"
+
+
+class DeclineStreakIn(_Body):
+    """Freeze a card after this many declines in a row (one card, or every card; null lifts it)."""
+
+    card_id: Identifier | None = None
+    max_declines: int | None = Field(ge=1, le=100_000)
 
 
 class VelocityOut(BaseModel):
@@ -212,6 +220,9 @@ class WalletOut(BaseModel):
     caps: list[CapOut]
     cards: list[CardOut]
     velocity: list[VelocityOut] = Field(description="velocity limits in force (authorizations per minute or hour)")
+    decline_streak_limits: dict[str, int] = Field(
+        description="declines in a row before a card is frozen, by card id ('*': every card)"
+    )
 
 
 class TransactionOut(BaseModel):
@@ -316,6 +327,10 @@ def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
             )
             for scope, (most, window_s) in sorted(state.velocity.items())
         ],
+        decline_streak_limits={
+            "*" if scope == "wallet" else scope.removeprefix("card:"): most
+            for scope, most in sorted(state.streak_limits.items())
+        },
     )
 
 
@@ -580,6 +595,15 @@ def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler p
         """
         _must_admin(caller)
         await shared.apply(SetVelocityLimit(**_fields(caller, wallet_id), **body.model_dump()))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.put("/wallets/{wallet_id}/decline-streak")
+    async def set_decline_streak(wallet_id: str, body: DeclineStreakIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Freeze a card automatically after this many declined authorizations in a row on it (a
+        runaway agent hammering a declined card); said in the wallet's Slack channel.
+        """
+        _must_admin(caller)
+        await shared.apply(SetDeclineStreakLimit(**_fields(caller, wallet_id), **body.model_dump()))
         return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
 
     @router.get("/cards/{card_id}/transactions")

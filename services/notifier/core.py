@@ -21,7 +21,15 @@ from schemas.authorizations import AuthorizationDecided
 from schemas.common import CapKind
 from schemas.registry import serialize
 from schemas.topics import Topic, topic_name
-from schemas.wallet import CapBreachedByIssuer, CapRaised, CardCreated, CommandRejected, RaiseCap, WalletCreated
+from schemas.wallet import (
+    CapBreachedByIssuer,
+    CapRaised,
+    CardCreated,
+    CommandRejected,
+    RaiseCap,
+    StatusChanged,
+    WalletCreated,
+)
 from services.notifier import messages, store
 from services.notifier.metrics import (
     BREACHES_NOTICED,
@@ -105,7 +113,22 @@ class Notifier:
             return await self._declined(connection, message)
         elif isinstance(message, CapBreachedByIssuer):
             return await self._breached(connection, message)
+        elif isinstance(message, StatusChanged) and message.command_id is None and message.card_id is not None:
+            return await self._frozen_automatically(connection, message)
         return False
+
+    async def _frozen_automatically(self, connection: store.Connection, changed: StatusChanged) -> bool:
+        """Say in the wallet's channel that the authorizer froze a card by itself (declines in a row)."""
+        wallet = await store.load_wallet(connection, changed.wallet_id)
+        channel = (wallet.slack_channel if wallet is not None else None) or self._settings.slack_default_channel
+        agent = (wallet.label if wallet is not None else "") or changed.wallet_id
+        text, blocks = messages.frozen_automatically(agent, changed.wallet_id, changed.card_id or "", changed.reason)
+        owed = await store.owe_notice(
+            connection, changed.event_id, {"channel": channel, "text": text, "blocks": blocks}
+        )
+        if owed:
+            _log.info("card_freeze_noticed", wallet_id=changed.wallet_id, card_id=changed.card_id)
+        return owed
 
     async def _breached(self, connection: store.Connection, breach: CapBreachedByIssuer) -> bool:
         """Say in the wallet's channel that money the issuer moved without us pushed a cap over."""

@@ -184,3 +184,17 @@ def breached(b: Breach) -> tuple[str, list[dict[str, Any]]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": _BREACH_WHY}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"issuer's id `{b.moved_by}`"}]},
     ]
+
+
+def frozen_automatically(agent: str, wallet_id: str, card_id: str, why: str) -> tuple[str, list[dict[str, Any]]]:
+    """A notice: the authorizer froze a card by itself (an agent hammering a declined card); a
+    person unfreezes it (`pursestrings cards unfreeze`) once the agent is looked at.
+    """
+    text = f"{agent}'s card {card_id} was frozen automatically: {why}."
+    return text, [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{agent}'s card {card_id} is frozen"[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f":no_entry: {why}. Every authorization on it is "
+                                                                  "declined until someone unfreezes it."}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"`{wallet_id}` · `pursestrings cards unfreeze "
+                                                                      f"{card_id} --reason ...`"}]},
+    ]  # fmt: skip

@@ -19,7 +19,7 @@ import pytest
 from schemas.common import CapKind, Issuer, ReasonCode
 from schemas.policies import WalletCaps
 from schemas.topics import Topic
-from schemas.wallet import CapBreachedByIssuer, CapRaised, CreateCard, CreateWallet
+from schemas.wallet import CapBreachedByIssuer, CapRaised, CreateCard, CreateWallet, SetDeclineStreakLimit
 from services.notifier.core import Notifier
 from services.notifier.standin import Fault, block_actions, signed_form
 from services.platform.settings import Settings
@@ -309,3 +309,23 @@ async def test_money_the_issuer_moved_over_a_cap_is_said_once_in_the_channel(
         assert await pool.fetchval(notices) == len(breaches)
         await asyncio.sleep(0.5)  # the delivery loop's period: a second message, were one owed, would be sent
         assert len(_messages(loop)) == len(breaches)
+
+
+async def test_a_card_frozen_for_declines_in_a_row_is_said_in_the_channel(
+    kafka_topics: Settings, pool: asyncpg.Pool
+) -> None:
+    """A limit of 3 declines in a row, three $20.00 asks of the $10.00 wallet: the authorizer freezes
+    the card itself (the 4th is declined `card_frozen`) and the notifier says so once in the channel.
+    """
+    async with running_authorizer(kafka_topics, pool), running_notifier_with_slack(kafka_topics, pool) as loop:
+        await _wallet(kafka_topics)
+        limit = SetDeclineStreakLimit(**command_fields(datetime.now(UTC)) | {"wallet_id": WALLET}, max_declines=3)
+        await apply_commands(kafka_topics, [limit])
+        decided = await _decide(kafka_topics, _requests(WALLET, CARD, [2_000] * 4, "streak"))
+        frozen = await _eventually(lambda: [m for m in _messages(loop) if "frozen automatically" in m["text"]])
+    assert sorted(d.reason for d in decided) == sorted(
+        [ReasonCode.WALLET_ROLLING_24H_CAP] * 3 + [ReasonCode.CARD_FROZEN]
+    )
+    assert [(m["channel_name"], m["text"]) for m in frozen] == [
+        ("#agents", "research agent's card card_slack was frozen automatically: 3 declines in a row (the limit is 3)."),
+    ]

@@ -31,10 +31,12 @@ from schemas.wallet import (
     CommandRejected,
     CreateCard,
     CreateWallet,
+    DeclineStreakLimitSet,
     FreezeCard,
     FreezeWallet,
     MoneyMoved,
     RaiseCap,
+    SetDeclineStreakLimit,
     SetVelocityLimit,
     StatusChanged,
     TraceBound,
@@ -190,6 +192,7 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
                 until=NOW + timedelta(hours=12),
             ),
             SetVelocityLimit(**command | {"command_id": uuid.uuid4()}, card_id="card_1", max_authorizations=5),
+            SetDeclineStreakLimit(**command | {"command_id": uuid.uuid4()}, max_declines=10),
         ],
         Topic.WALLET_EVENTS: [
             WalletCreated(
@@ -232,6 +235,7 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
             ),
             CommandRejected(**wallet_event, command_type="create_card", error="card card_1 already exists"),
             VelocityLimitSet(**wallet_event, card_id=None, max_authorizations=30, per="hour"),
+            DeclineStreakLimitSet(**wallet_event, card_id="card_1", max_declines=10),
             CapBreachedByIssuer(
                 **wallet_event | {"command_id": None},
                 cap=CapKind.WALLET_MONTHLY,
