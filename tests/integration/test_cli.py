@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -14,6 +16,44 @@ from services.platform.settings import Settings
 from tests.support.services import STRIPE_SECRET, gateway_settings, running_authorizer, running_gateway
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+@dataclass(frozen=True)
+class Shell:
+    """The CLI pointed at a gateway that a test runs (`settings`), with an admin `key`."""
+
+    settings: Settings
+    key: str
+    run: Callable[..., Awaitable[str]]  # the CLI's output, the services' log lines left out
+
+
+@pytest.fixture
+async def shell(
+    kafka_topics: Settings,
+    database_url: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Shell:
+    """The environment the CLI reads, for a gateway on `gateway_settings(kafka_topics)`."""
+    settings = gateway_settings(kafka_topics)
+    key = await create_key(pool, Scope.ADMIN, label="cli test")
+    for name, value in {
+        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
+        "PURSESTRINGS_API_KEY": key,
+        "PURSESTRINGS_DATABASE_URL": database_url,
+        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def run(*arguments: str) -> str:
+        code = await asyncio.to_thread(main, list(arguments))
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        # The services run in this process and log to the same stdout: keep the CLI's own lines.
+        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+
+    return Shell(settings, key, run)
 
 
 async def test_keys_create_prints_a_key_that_authenticates(
@@ -53,31 +93,12 @@ def test_usage_errors_say_what_is_wrong(
 
 
 async def test_the_card_lifecycle_through_the_cli_and_the_real_api(
-    kafka_topics: Settings,
-    database_url: str,
-    pool: asyncpg.Pool,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    kafka_topics: Settings, pool: asyncpg.Pool, shell: Shell
 ) -> None:
     """Wallets create → cards create --amount 10 → simulate $1.53 → balance says $8.47 of $10.00 →
     freeze → simulate is declined → transactions lists both.
     """
-    settings = gateway_settings(kafka_topics)
-    key = await create_key(pool, Scope.ADMIN, label="cli test")
-    for name, value in {
-        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
-        "PURSESTRINGS_API_KEY": key,
-        "PURSESTRINGS_DATABASE_URL": database_url,
-        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    async def cli(*arguments: str) -> str:
-        code = await asyncio.to_thread(main, list(arguments))
-        captured = capsys.readouterr()
-        assert code == 0, captured.err
-        # The services run in this process and log to the same stdout: keep the CLI's own lines.
-        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+    settings, cli = shell.settings, shell.run
 
     async with running_authorizer(kafka_topics, pool), running_gateway(settings):
         created = await cli("wallets", "create", "--id", "wal_cli", "--label", "research")
@@ -101,30 +122,12 @@ async def test_the_card_lifecycle_through_the_cli_and_the_real_api(
 
 
 async def test_simulate_asks_an_increment_of_an_approved_authorization(
-    kafka_topics: Settings,
-    database_url: str,
-    pool: asyncpg.Pool,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    kafka_topics: Settings, pool: asyncpg.Pool, shell: Shell
 ) -> None:
     """`simulate --increment-of AUTH` sends Stripe's incremental authorization through the real
     webhook path: on a $10.00 card with $6.00 approved, +$3.00 is approved and +$2.00 more declined.
     """
-    settings = gateway_settings(kafka_topics)
-    key = await create_key(pool, Scope.ADMIN, label="cli increments")
-    for name, value in {
-        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
-        "PURSESTRINGS_API_KEY": key,
-        "PURSESTRINGS_DATABASE_URL": database_url,
-        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    async def cli(*arguments: str) -> str:
-        code = await asyncio.to_thread(main, list(arguments))
-        captured = capsys.readouterr()
-        assert code == 0, captured.err
-        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+    settings, cli = shell.settings, shell.run
 
     async with running_authorizer(kafka_topics, pool), running_gateway(settings):
         await cli("wallets", "create", "--id", "wal_inc")
@@ -140,37 +143,19 @@ async def test_simulate_asks_an_increment_of_an_approved_authorization(
 
 
 async def test_a_velocity_limit_stops_a_tight_retry_loop_at_exactly_n(
-    kafka_topics: Settings,
-    database_url: str,
-    pool: asyncpg.Pool,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    kafka_topics: Settings, pool: asyncpg.Pool, shell: Shell
 ) -> None:
     """`wallets velocity WAL --max 3 --card C`, then five $1.00 authorizations in a row through the
     real Stripe webhook path: three approved, two declined `velocity_limit`; the API shows the limit.
     """
-    settings = gateway_settings(kafka_topics)
-    key = await create_key(pool, Scope.ADMIN, label="cli velocity")
-    for name, value in {
-        "PURSESTRINGS_API_URL": f"http://127.0.0.1:{settings.gateway_port}",
-        "PURSESTRINGS_API_KEY": key,
-        "PURSESTRINGS_DATABASE_URL": database_url,
-        "PURSESTRINGS_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    async def cli(*arguments: str) -> str:
-        code = await asyncio.to_thread(main, list(arguments))
-        captured = capsys.readouterr()
-        assert code == 0, captured.err
-        return "\n".join(line for line in captured.out.splitlines() if not LOG_LINE.match(line))
+    settings, cli = shell.settings, shell.run
 
     async with running_authorizer(kafka_topics, pool), running_gateway(settings) as api:
         await cli("wallets", "create", "--id", "wal_vel")
         await cli("cards", "create", "--wallet", "wal_vel", "--amount", "100", "--id", "card_vel")
         limited = await cli("wallets", "velocity", "wal_vel", "--max", "3", "--card", "card_vel")
         loop = await cli("simulate", "--card", "card_vel", "--amount", "1", "--count", "5")
-        shown = (await api.get("/v1/wallets/wal_vel", headers={"Authorization": f"Bearer {key}"})).json()
+        shown = (await api.get("/v1/wallets/wal_vel", headers={"Authorization": f"Bearer {shell.key}"})).json()
     answers = ['"approved":true' in line for line in loop.splitlines()]
     declined = ['"pursestrings_reason":"velocity_limit"' in line for line in loop.splitlines()]
     assert (limited, answers, declined) == (
