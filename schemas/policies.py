@@ -13,32 +13,43 @@ from pydantic import Field, model_validator
 from schemas.common import Contract
 from schemas.money import Money
 
+# The intervals added in version 2 of the contracts that carry caps (decision 0011): a message of
+# version 1 carrying any of them is refused.
+INTERVALS_OF_VERSION_2 = ("weekly", "yearly", "all_time")
 
-class WalletCaps(Contract):
-    """A wallet's limits, all in one currency; None means "no such cap"."""
 
+class _Caps(Contract):
+    """Limits over intervals, all in one currency; None means "no such cap"."""
+
+    per_authorization: Money | None = Field(default=None, description="a limit per call, not a budget")
     rolling_24h: Money | None = Field(default=None, description="sliding 24 h window, not a calendar day")
+    weekly: Money | None = Field(default=None, description="calendar week (from Monday) in the wallet's time zone")
     monthly: Money | None = Field(default=None, description="calendar month in the wallet's time zone")
+    yearly: Money | None = Field(default=None, description="calendar year in the wallet's time zone")
+    all_time: Money | None = Field(default=None, description="everything ever spent, never reset")
+
+    def amounts(self) -> list[Money | None]:
+        """Every limit, set or not."""
+        return [getattr(self, name) for name in type(self).model_fields]
+
+    def needs_version_2(self) -> bool:
+        """True when an interval added in version 2 is set."""
+        return any(getattr(self, name) is not None for name in INTERVALS_OF_VERSION_2)
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> Self:
+        _require_one_currency(*self.amounts())
+        return self
+
+
+class WalletCaps(_Caps):
+    """A wallet's limits: every card's spend counts in them."""
+
     per_trace: Money | None = Field(default=None, description="default cap of each bound trace (e.g. per PR)")
-    per_authorization: Money | None = None
-
-    @model_validator(mode="after")
-    def _one_currency(self) -> Self:
-        _require_one_currency(self.rolling_24h, self.monthly, self.per_trace, self.per_authorization)
-        return self
 
 
-class CardCaps(Contract):
+class CardCaps(_Caps):
     """A card's own limits, checked before the wallet's."""
-
-    per_authorization: Money | None = None
-    rolling_24h: Money | None = None
-    monthly: Money | None = None
-
-    @model_validator(mode="after")
-    def _one_currency(self) -> Self:
-        _require_one_currency(self.per_authorization, self.rolling_24h, self.monthly)
-        return self
 
 
 def _require_one_currency(*amounts: Money | None) -> None:

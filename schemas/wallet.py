@@ -15,6 +15,7 @@ from schemas.common import (
     Actor,
     CapKind,
     Contract,
+    CountryCode,
     Identifier,
     Issuer,
     Mcc,
@@ -24,7 +25,7 @@ from schemas.common import (
     TraceId,
 )
 from schemas.money import MAX_AMOUNT_MINOR, CurrencyCode, Money
-from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
+from schemas.policies import INTERVALS_OF_VERSION_2, CardCaps, PolicyTemplate, WalletCaps
 
 
 def _known_time_zone(name: str) -> str:
@@ -48,7 +49,44 @@ class _Command(Contract):
     issued_at: Timestamp
 
 
-class CreateWallet(_Command):
+class _CarriesCaps(Contract):
+    """A contract with caps in it. Version 2 (2026-12-05) adds the weekly, yearly and all-time caps:
+    a message that sets one is version 2 (made so when it does not say), and one that says version 1
+    is refused, so a reader that has not learnt them dead-letters it rather than drop a cap (0002).
+    """
+
+    schema_version: Literal[1, 2] = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_2_unless_said(cls, data: object) -> object:
+        if (
+            isinstance(data, dict)
+            and "schema_version" not in data
+            and any(_sets_version_2_interval(data.get(name)) for name in _CAPS_FIELDS)
+        ):
+            return {**data, "schema_version": 2}
+        return data
+
+    @model_validator(mode="after")
+    def _version_1_has_no_new_interval(self) -> Self:
+        if self.schema_version == 1 and any(
+            _sets_version_2_interval(getattr(self, name, None)) for name in _CAPS_FIELDS
+        ):
+            raise ValueError(f"caps {', '.join(INTERVALS_OF_VERSION_2)} need schema_version 2")
+        return self
+
+
+_CAPS_FIELDS = ("caps", "wallet_caps", "card_caps")
+
+
+def _sets_version_2_interval(caps: object) -> bool:
+    if isinstance(caps, CardCaps | WalletCaps):
+        return caps.needs_version_2()
+    return isinstance(caps, dict) and any(caps.get(name) is not None for name in INTERVALS_OF_VERSION_2)
+
+
+class CreateWallet(_CarriesCaps, _Command):
     """Create a wallet from a policy template; `caps` overrides the template where given."""
 
     type: Literal["create_wallet"] = "create_wallet"
@@ -66,14 +104,14 @@ class CreateWallet(_Command):
     def _amounts_in_wallet_currency(self) -> Self:
         amounts = [self.raise_step, self.max_raise]
         if self.caps is not None:
-            amounts += [self.caps.rolling_24h, self.caps.monthly, self.caps.per_trace, self.caps.per_authorization]
+            amounts += self.caps.amounts()
         for amount in amounts:
             if amount is not None and amount.currency != self.currency:
                 raise ValueError(f"amount in {amount.currency} on a {self.currency} wallet")
         return self
 
 
-class CreateCard(_Command):
+class CreateCard(_CarriesCaps, _Command):
     """Issue a card to the wallet; no card number, only the issuer's token and the last 4."""
 
     type: Literal["create_card"] = "create_card"
@@ -96,7 +134,7 @@ class CreateCard(_Command):
         return self
 
 
-class UpdateCaps(_Command):
+class UpdateCaps(_CarriesCaps, _Command):
     """Replace the wallet's caps, or one card's (when `card_id` is given)."""
 
     type: Literal["update_caps"] = "update_caps"
@@ -215,6 +253,25 @@ class SetDeclineStreakLimit(_Command):
     max_declines: int | None = Field(ge=1, le=100_000, description="None lifts the limit")
 
 
+class SetMerchantCountries(_Command):
+    """Where a card (or every card of the wallet) may buy, by the merchant's country as the network
+    gives it: with an allow list, only there (a merchant whose country is not given is declined
+    `merchant_country_not_allowed`); with a block list, never there (`merchant_country_blocked`).
+    Both empty lifts the rules. The wallet's rules and a card's own both apply.
+    """
+
+    type: Literal["set_merchant_countries"] = "set_merchant_countries"
+    card_id: Identifier | None = Field(default=None, description="None: every card of the wallet")
+    allow: frozenset[CountryCode] = Field(default=frozenset(), description="empty: every country not blocked")
+    block: frozenset[CountryCode] = frozenset()
+
+    @model_validator(mode="after")
+    def _lists_disjoint(self) -> Self:
+        if both := self.allow & self.block:
+            raise ValueError(f"countries both allowed and blocked: {sorted(both)}")
+        return self
+
+
 AnyWalletCommand = (
     CreateWallet
     | CreateCard
@@ -229,6 +286,7 @@ AnyWalletCommand = (
     | RaiseCap
     | SetVelocityLimit
     | SetDeclineStreakLimit
+    | SetMerchantCountries
 )
 WalletCommand = Annotated[AnyWalletCommand, Field(discriminator="type")]
 
@@ -242,7 +300,7 @@ class _WalletEvent(Contract):
     occurred_at: Timestamp
 
 
-class WalletCreated(_WalletEvent):
+class WalletCreated(_CarriesCaps, _WalletEvent):
     """A wallet exists, with the caps its template and overrides resolved to."""
 
     type: Literal["wallet_created"] = "wallet_created"
@@ -257,7 +315,7 @@ class WalletCreated(_WalletEvent):
     max_raise: Money | None
 
 
-class CardCreated(_WalletEvent):
+class CardCreated(_CarriesCaps, _WalletEvent):
     """A card exists on the wallet."""
 
     type: Literal["card_created"] = "card_created"
@@ -274,7 +332,7 @@ class CardCreated(_WalletEvent):
     expires_at: Timestamp | None
 
 
-class CapsUpdated(_WalletEvent):
+class CapsUpdated(_CarriesCaps, _WalletEvent):
     """The wallet's or one card's caps were replaced."""
 
     type: Literal["caps_updated"] = "caps_updated"
@@ -316,6 +374,15 @@ class DeclineStreakLimitSet(_WalletEvent):
     type: Literal["decline_streak_limit_set"] = "decline_streak_limit_set"
     card_id: Identifier | None = Field(description="None: every card of the wallet")
     max_declines: int | None = Field(ge=1, le=100_000)
+
+
+class MerchantCountriesSet(_WalletEvent):
+    """A card's (or every card's) merchant country rules, as they now stand (both empty: lifted)."""
+
+    type: Literal["merchant_countries_set"] = "merchant_countries_set"
+    card_id: Identifier | None = Field(description="None: every card of the wallet")
+    allow: frozenset[CountryCode]
+    block: frozenset[CountryCode]
 
 
 class CapRaised(_WalletEvent):
@@ -411,6 +478,7 @@ AnyWalletEvent = (
     | CapBreachedByIssuer
     | MoneyMoved
     | VelocityLimitSet
+    | MerchantCountriesSet
     | DeclineStreakLimitSet
 )
 WalletEvent = Annotated[AnyWalletEvent, Field(discriminator="type")]

@@ -174,6 +174,87 @@ def wallets_velocity(
     typer.echo(f"{scope}: {said}")
 
 
+# A cap option's value: an amount in major units, or "none" to remove the cap.
+CapOption = Annotated[str | None, typer.Option(help='in major units, e.g. 50 or 12.50; "none" removes it')]
+
+
+def _merged_caps(limits: dict[str, Any], currency: str, given: dict[str, str | None]) -> dict[str, Any]:
+    """`limits` (the caps as set) with the caps given on the command line replaced or removed."""
+    caps = dict(limits)
+    for name, value in given.items():
+        if value is not None:
+            caps[name] = None if value.strip().lower() == "none" else _money_in(value, currency)
+    return caps
+
+
+@wallets.command("caps")
+def wallets_caps(  # noqa: PLR0917 - one option per cap
+    wallet: Annotated[str, typer.Argument(help="the wallet")],
+    per_authorization: CapOption = None,
+    rolling_24h: Annotated[str | None, typer.Option("--rolling-24h", help="sliding 24 h; none removes it")] = None,
+    weekly: CapOption = None,
+    monthly: CapOption = None,
+    yearly: CapOption = None,
+    all_time: CapOption = None,
+    per_trace: CapOption = None,
+) -> None:
+    """Set the wallet's caps (weeks, months, years in its time zone); the caps not given stay as they are."""
+    client = _client()
+    current = client.wallet(wallet)
+    given = {
+        "per_authorization": per_authorization, "rolling_24h": rolling_24h, "weekly": weekly, "monthly": monthly,
+        "yearly": yearly, "all_time": all_time, "per_trace": per_trace,
+    }  # fmt: skip
+    updated = client.set_caps(wallet, _merged_caps(current["limits"], current["currency"], given))
+    typer.echo(f"wallet {updated['wallet_id']}")
+    for cap in updated["caps"]:
+        typer.echo(f"  {_cap_line(cap)}")
+
+
+@cards.command("caps")
+def cards_caps(  # noqa: PLR0917 - one option per cap
+    card_id: Annotated[str, typer.Argument(help="the card")],
+    per_authorization: CapOption = None,
+    rolling_24h: Annotated[str | None, typer.Option("--rolling-24h", help="sliding 24 h; none removes it")] = None,
+    weekly: CapOption = None,
+    monthly: CapOption = None,
+    yearly: CapOption = None,
+    all_time: CapOption = None,
+) -> None:
+    """Set the card's own caps; the caps not given stay as they are."""
+    client = _client()
+    current = client.card(card_id)
+    currency = client.wallet(current["wallet_id"])["currency"]  # a card's caps are in its wallet's currency
+    given = {
+        "per_authorization": per_authorization, "rolling_24h": rolling_24h, "weekly": weekly, "monthly": monthly,
+        "yearly": yearly, "all_time": all_time,
+    }  # fmt: skip
+    updated = client.set_card_caps(card_id, _merged_caps(current["limits"], currency, given))
+    typer.echo(spendable_headline(updated))
+    for cap in updated["caps"]:
+        typer.echo(f"  {_cap_line(cap)}")
+
+
+@wallets.command("countries")
+def wallets_countries(
+    wallet: Annotated[str, typer.Argument(help="the wallet")],
+    allow: Annotated[list[str] | None, typer.Option(help="only merchants in this country (repeat), e.g. US")] = None,
+    block: Annotated[list[str] | None, typer.Option(help="never merchants in this country (repeat)")] = None,
+    card: Annotated[str | None, typer.Option(help="only this card (default: every card)")] = None,
+) -> None:
+    """Where a card (or every card) may buy, by the merchant's country; neither option lifts the rules."""
+    allowed = sorted({country.upper() for country in allow or ()})
+    blocked = sorted({country.upper() for country in block or ()})
+    _client().set_merchant_countries(wallet, card, allowed, blocked)
+    scope = f"card {card}" if card else f"every card of {wallet}"
+    if not allowed and not blocked:
+        typer.echo(f"{scope}: any merchant country")
+        return
+    said = [f"only in {', '.join(allowed)}"] if allowed else []
+    said += [f"never in {', '.join(blocked)}"] if blocked else []
+    typer.echo(f"{scope}: {'; '.join(said)}")
+
+
 @wallets.command("decline-streak")
 def wallets_decline_streak(
     wallet: Annotated[str, typer.Argument(help="the wallet")],
@@ -226,6 +307,7 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
     currency: Annotated[str, typer.Option(help="of --amount")] = "USD",
     merchant: Annotated[str, typer.Option(help="the merchant's name")] = "OpenAI API",
     mcc: Annotated[str, typer.Option(help="the merchant's category code")] = "5734",
+    country: Annotated[str, typer.Option(help="the merchant's country (ISO 3166-1 alpha-2)")] = "US",
     count: Annotated[int, typer.Option(help="how many authorizations, one after the other")] = 1,
     dry_run: Annotated[  # noqa: FBT002 - a command-line flag
         bool, typer.Option("--dry-run", help="only say what the decision would be: nothing held, nothing recorded")
@@ -239,7 +321,9 @@ def simulate(  # noqa: PLR0917 - one option per part of an authorization
     """
     client = _client()
     minor = _money_in(amount, currency)["amount_minor"]
-    shop = MerchantData(name=merchant, mcc=mcc, network_id=merchant.lower().replace(" ", "-")[:64])
+    shop = MerchantData(
+        name=merchant, mcc=mcc, network_id=merchant.lower().replace(" ", "-")[:64], country=country.upper()
+    )
     if dry_run:
         _dry_run(client, card, _money_in(amount, currency), shop)
         return
@@ -273,7 +357,7 @@ def _approved_minor(client: ApiClient, card: str, authorization_id: str) -> int:
 
 
 def _dry_run(client: ApiClient, card: str, amount: dict[str, Any], shop: MerchantData) -> None:
-    merchant = {"name": shop.name, "mcc": shop.mcc, "network_id": shop.network_id}
+    merchant = {"name": shop.name, "mcc": shop.mcc, "network_id": shop.network_id, "country": shop.country}
     outcome = client.dry_run(card, amount, merchant)
     verdict = "approved" if outcome["approved"] else f"declined: {outcome['reason']}"
     typer.echo(f"dry run  {money_text(outcome['amount'])} at {shop.name}  → would be {verdict}  (nothing held)")

@@ -131,6 +131,21 @@ class ApiClient:
         body = {"card_id": card_id, "max_authorizations": max_authorizations, "per": per}
         return self.call("PUT", f"/v1/wallets/{wallet_id}/velocity", body)
 
+    def set_caps(self, wallet_id: str, caps: dict[str, Any]) -> dict[str, Any]:
+        """PUT /v1/wallets/{wallet_id}/caps (every cap: one left out is removed)."""
+        return self.call("PUT", f"/v1/wallets/{wallet_id}/caps", {"caps": caps})  # type: ignore[no-any-return]
+
+    def set_card_caps(self, card_id: str, caps: dict[str, Any]) -> dict[str, Any]:
+        """PUT /v1/cards/{card_id}/caps (every cap of the card's own)."""
+        return self.call("PUT", f"/v1/cards/{card_id}/caps", {"caps": caps})  # type: ignore[no-any-return]
+
+    def set_merchant_countries(
+        self, wallet_id: str, card_id: str | None, allow: list[str], block: list[str]
+    ) -> dict[str, Any]:
+        """PUT /v1/wallets/{wallet_id}/merchant-countries."""
+        body = {"card_id": card_id, "allow": allow, "block": block}
+        return self.call("PUT", f"/v1/wallets/{wallet_id}/merchant-countries", body)  # type: ignore[no-any-return]
+
     def set_decline_streak(self, wallet_id: str, card_id: str | None, max_declines: int | None) -> Any:  # noqa: ANN401
         """PUT /v1/wallets/{wallet_id}/decline-streak."""
         body = {"card_id": card_id, "max_declines": max_declines}

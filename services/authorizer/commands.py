@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from schemas.common import CapKind, ReasonCode
+from schemas.common import WALLET_CAPS, CapKind, ReasonCode
 from schemas.money import Money
 from schemas.policies import template_caps, template_raise_step
 from schemas.wallet import (
@@ -28,8 +28,10 @@ from schemas.wallet import (
     DeclineStreakLimitSet,
     FreezeCard,
     FreezeWallet,
+    MerchantCountriesSet,
     RaiseCap,
     SetDeclineStreakLimit,
+    SetMerchantCountries,
     SetVelocityLimit,
     StatusChanged,
     TraceBound,
@@ -135,7 +137,7 @@ def _create_card(
         if (card.issuer, card.issuer_card_token) == (command.issuer, command.issuer_card_token):
             raise Rejected(f"{command.issuer.value} card token {command.issuer_card_token} is card {card.card_id}'s")
     caps = command.caps
-    _require_currency(state, command.funded_amount, caps.per_authorization, caps.rolling_24h, caps.monthly)
+    _require_currency(state, command.funded_amount, *caps.amounts())
     card = Card(
         card_id=command.card_id,
         issuer=command.issuer,
@@ -176,11 +178,11 @@ def _update_caps(
     event = CapsUpdated(**fields, card_id=command.card_id, wallet_caps=command.wallet_caps, card_caps=command.card_caps)
     if command.wallet_caps is not None:
         caps = command.wallet_caps
-        _require_currency(state, caps.rolling_24h, caps.monthly, caps.per_trace, caps.per_authorization)
+        _require_currency(state, *caps.amounts())
         return event, replace(state, caps=caps)
     card = _card(state, command.card_id or "")
     card_caps = command.card_caps or card.caps
-    _require_currency(state, card_caps.per_authorization, card_caps.rolling_24h, card_caps.monthly)
+    _require_currency(state, *card_caps.amounts())
     return event, replace(state, cards={**state.cards, card.card_id: replace(card, caps=card_caps)})
 
 
@@ -261,12 +263,11 @@ def _raise_cap(
     _require_currency(state, command.amount)
     if command.until <= now:
         raise Rejected("the raise would already have ended")
-    wallet_caps = (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY)
     scope_id = (
         command.trace_id
         if command.cap == CapKind.TRACE
         else state.wallet_id
-        if command.cap in wallet_caps or command.card_id is None
+        if command.cap in WALLET_CAPS or command.card_id is None
         else command.card_id
     ) or ""
     card_id = command.card_id or next(iter(state.cards), None)
@@ -331,6 +332,21 @@ def _set_velocity_limit(
 _VELOCITY_WINDOWS_S = {"minute": 60, "hour": 3_600}
 
 
+def _set_merchant_countries(
+    state: WalletState, command: SetMerchantCountries, fields: dict[str, Any], _now: datetime
+) -> tuple[AnyWalletEvent, WalletState]:
+    if command.card_id is not None:
+        _card(state, command.card_id)
+    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    countries = dict(state.countries)
+    if command.allow or command.block:
+        countries[scope] = (command.allow, command.block)
+    else:
+        countries.pop(scope, None)
+    event = MerchantCountriesSet(**fields, card_id=command.card_id, allow=command.allow, block=command.block)
+    return event, replace(state, countries=countries)
+
+
 def _set_decline_streak_limit(
     state: WalletState, command: SetDeclineStreakLimit, fields: dict[str, Any], _now: datetime
 ) -> tuple[AnyWalletEvent, WalletState]:
@@ -359,5 +375,6 @@ _HANDLERS: dict[str, Callable[[WalletState, Any, dict[str, Any], datetime], tupl
     "bind_trace": _bind_trace,
     "raise_cap": _raise_cap,
     "set_velocity_limit": _set_velocity_limit,
+    "set_merchant_countries": _set_merchant_countries,
     "set_decline_streak_limit": _set_decline_streak_limit,
 }

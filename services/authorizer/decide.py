@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, NamedTuple
 
 from pydantic_core import to_json
@@ -32,9 +32,11 @@ from services.authorizer.state import (
     as_map,
     bound_trace,
     hold_of,
+    kept_periods,
     month_end,
     month_key,
-    monthly_key,
+    period_end,
+    period_key,
     raised_minor,
     recall,
     set_hold,
@@ -108,7 +110,7 @@ def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now:
     card, caps, wallet_id = state.cards[card_id], state.caps, state.wallet_id
     card_caps, card_scope = card.caps, "card:" + card_id
     month, month_ends = month_key(now, state.time_zone), month_end(now, state.time_zone)
-    lifetime, monthly, held, rolling = state.lifetime, state.monthly, state.held, _rolling_sums(state, now)
+    lifetime, held, rolling = state.lifetime, state.held, _rolling_sums(state, now)
     checks: list[CapCheck] = []
     add = checks.append
     if (limit := card_caps.per_authorization) is not None:
@@ -121,9 +123,16 @@ def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now:
     if (limit := card_caps.rolling_24h) is not None:
         spent = rolling.get(card_scope, 0) if rolling is not None else _scanned(state, card_id, now)
         add(_check((CapKind.CARD_ROLLING_24H, card_id, limit.amount_minor, max(0, spent), card_held, None)))
+    if (limit := card_caps.weekly) is not None:
+        add(_calendar_check(state, now, CapKind.CARD_WEEKLY, card_id, card_scope, "week", limit, card_held))
     if (limit := card_caps.monthly) is not None:
-        spent = max(0, monthly.get(f"{card_scope}@{month}", 0))
+        spent = max(0, state.periods.get(month, _NOTHING).get(card_scope, 0))
         add(_check((CapKind.CARD_MONTHLY, card_id, limit.amount_minor, spent, card_held, month_ends)))
+    if (limit := card_caps.yearly) is not None:
+        add(_calendar_check(state, now, CapKind.CARD_YEARLY, card_id, card_scope, "year", limit, card_held))
+    if (limit := card_caps.all_time) is not None:
+        spent = max(0, lifetime.get(card_scope, 0))
+        add(_check((CapKind.CARD_ALL_TIME, card_id, limit.amount_minor, spent, card_held, None)))
     if trace_id is not None and (trace_limit := state.trace_caps.get(trace_id, caps.per_trace)) is not None:
         trace_scope = "trace:" + trace_id
         minor = trace_limit.amount_minor if isinstance(trace_limit, Money) else trace_limit
@@ -134,7 +143,7 @@ def applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now:
 
 
 def wallet_caps(state: WalletState, now: datetime) -> list[CapCheck]:
-    """The wallet's own caps at `now` (its rolling and monthly windows, per authorization)."""
+    """The wallet's own caps at `now` (its windows and periods, per authorization)."""
     checks: list[CapCheck] = []
     month, month_ends = month_key(now, state.time_zone), month_end(now, state.time_zone)
     _wallet_checks(state, now, _rolling_sums(state, now), month, month_ends, checks.append, per_authorization=True)
@@ -158,9 +167,27 @@ def _wallet_checks(  # noqa: PLR0917 - what applicable_caps already worked out, 
     if (limit := caps.rolling_24h) is not None:
         spent = rolling.get("wallet", 0) if rolling is not None else _scanned(state, None, now)
         add(_check((CapKind.WALLET_ROLLING_24H, wallet_id, limit.amount_minor, max(0, spent), wallet_held, None)))
+    if (limit := caps.weekly) is not None:
+        add(_calendar_check(state, now, CapKind.WALLET_WEEKLY, wallet_id, "wallet", "week", limit, wallet_held))
     if (limit := caps.monthly) is not None:
-        spent = max(0, state.monthly.get(f"wallet@{month}", 0))
+        spent = max(0, state.periods.get(month, _NOTHING).get("wallet", 0))
         add(_check((CapKind.WALLET_MONTHLY, wallet_id, limit.amount_minor, spent, wallet_held, month_ends)))
+    if (limit := caps.yearly) is not None:
+        add(_calendar_check(state, now, CapKind.WALLET_YEARLY, wallet_id, "wallet", "year", limit, wallet_held))
+    if (limit := caps.all_time) is not None:
+        spent = max(0, state.lifetime.get("wallet", 0))
+        add(_check((CapKind.WALLET_ALL_TIME, wallet_id, limit.amount_minor, spent, wallet_held, None)))
+
+
+_NOTHING: Mapping[str, int] = {}
+
+
+def _calendar_check(  # noqa: PLR0917 - one cap's parts
+    state: WalletState, now: datetime, cap: CapKind, scope_id: str, scope: str, period: str, limit: Money, held: int
+) -> CapCheck:
+    """A weekly or yearly cap's check (monthly ones are written out: most wallets have one)."""
+    spent = max(0, state.periods.get(period_key(now, state.time_zone, period), _NOTHING).get(scope, 0))
+    return _check((cap, scope_id, limit.amount_minor, spent, held, period_end(now, state.time_zone, period)))
 
 
 # `CapCheck(*values)` without the named tuple's Python-level __new__ (eight per decision).
@@ -200,13 +227,38 @@ def _policy_reason(state: WalletState, request: AuthorizationRequested, now: dat
     standing = card_standing(state, request.card_id, now)
     if standing is not None:
         return standing
-    card, mcc = state.cards[request.card_id], request.merchant.mcc
+    return _merchant_reason(state, request.card_id, request.merchant)
+
+
+def _merchant_reason(state: WalletState, card_id: str, merchant: Merchant) -> ReasonCode | None:
+    """Why the card's or the wallet's merchant rules refuse `merchant` (its MCC, network id or
+    country), or None.
+    """
+    card, mcc = state.cards[card_id], merchant.mcc
     if card.mcc_allow and mcc not in card.mcc_allow:
         return ReasonCode.MCC_NOT_ALLOWED
     if mcc in card.mcc_block:
         return ReasonCode.MCC_BLOCKED
-    if card.merchant_lock is not None and request.merchant.network_id != card.merchant_lock:
+    if card.merchant_lock is not None and merchant.network_id != card.merchant_lock:
         return ReasonCode.MERCHANT_LOCKED
+    if state.countries:
+        return _country_reason(state.countries, card_id, merchant.country)
+    return None
+
+
+def _country_reason(
+    countries: Mapping[str, tuple[frozenset[str], frozenset[str]]], card_id: str, country: str | None
+) -> ReasonCode | None:
+    """Why the merchant's country is refused by the card's or the wallet's rules, or None."""
+    for scope in ("card:" + card_id, "wallet"):
+        rules = countries.get(scope)
+        if rules is None:
+            continue
+        allow, block = rules
+        if allow and country not in allow:
+            return ReasonCode.MERCHANT_COUNTRY_NOT_ALLOWED
+        if country in block:
+            return ReasonCode.MERCHANT_COUNTRY_BLOCKED
     return None
 
 
@@ -487,24 +539,28 @@ def _quoted(text: str) -> str:
 
 
 def post_spend(state: WalletState, posting: Posting) -> WalletState:
-    """Count `posting` (negative: a refund) in the rolling window, its month and the lifetime totals."""
-    month = month_key(posting.at, state.time_zone)
-    monthly = dict(state.monthly)
-    for scope in ("wallet", f"card:{posting.card_id}"):
-        key = monthly_key(scope, month)
-        monthly[key] = monthly.get(key, 0) + posting.amount_minor
+    """Count `posting` (negative: a refund) in the rolling window, its calendar periods and the
+    lifetime totals.
+    """
+    scopes = ("wallet", "card:" + posting.card_id)
+    periods = dict(state.periods)
+    for period in ("week", "month", "year"):
+        key = period_key(posting.at, state.time_zone, period)
+        sums = dict(periods.get(key, _NOTHING))
+        for scope in scopes:
+            sums[scope] = sums.get(scope, 0) + posting.amount_minor
+        periods[key] = sums
     lifetime = dict(state.lifetime)
-    keys = [f"card:{posting.card_id}"] + ([f"trace:{posting.trace_id}"] if posting.trace_id else [])
-    for key in keys:
+    for key in (*scopes, *(["trace:" + posting.trace_id] if posting.trace_id else [])):
         lifetime[key] = lifetime.get(key, 0) + posting.amount_minor
     rolling = dict(state.rolling)
-    for scope in ("wallet", f"card:{posting.card_id}"):
+    for scope in scopes:
         rolling[scope] = rolling.get(scope, 0) + posting.amount_minor
     # Postings mostly arrive in time order: insert by position rather than sorting again. Ties are
     # ordered by id, as Postgres returns them, so a reloaded wallet equals the one in memory.
     position = bisect.bisect_right(state.recent, (posting.at, posting.posting_id), key=lambda p: (p.at, p.posting_id))
     recent = (*state.recent[:position], posting, *state.recent[position:])
-    return state.evolve(monthly=monthly, lifetime=lifetime, recent=recent, rolling=rolling)
+    return state.evolve(periods=periods, lifetime=lifetime, recent=recent, rolling=rolling)
 
 
 def _without(rolling: Mapping[str, int], gone: tuple[Posting, ...]) -> Mapping[str, int]:
@@ -522,18 +578,17 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     """Drop what no rule can need any more, so memory per wallet stays bounded."""
     window_start = now - ROLLING_WINDOW
     horizon = now - MEMORY_HORIZON
-    current, previous = _kept_months(now, state.time_zone)
+    kept_keys = kept_periods(now, state.time_zone)
     prune_decisions = state.decisions_pruned_at is not None and now - state.decisions_pruned_at >= DECISION_PRUNE_EVERY
     # Every message runs this test first; each part is cheap when nothing has aged out (the usual
     # case): an empty collection is not looked into, and the oldest entry stands for all of them.
-    kept_months = ("@" + current, "@" + previous)
     if (
         (not state.recent or state.recent[0].at > window_start)
         and not prune_decisions
         and (not state.raises or all(r.until > now for r in state.raises))
         and (not state.released or min(state.released.values()) > horizon)
         and (not state.issuer_held or min(state.issuer_held.values()) > horizon)
-        and all(key.endswith(kept_months) for key in state.monthly)
+        and kept_keys.issuperset(state.periods)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
     kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
@@ -548,18 +603,10 @@ def forget_old(state: WalletState, now: datetime) -> WalletState:
     return state.evolve(
         recent=state.recent[kept:],
         rolling=_without(state.rolling, state.recent[:kept]),
-        monthly={key: value for key, value in state.monthly.items() if key.endswith(kept_months)},
+        periods={key: sums for key, sums in state.periods.items() if key in kept_keys},
         raises=tuple(r for r in state.raises if r.until > now),
         decisions=decisions,
         decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,
         released={key: at for key, at in state.released.items() if at > horizon},
         issuer_held={key: at for key, at in state.issuer_held.items() if at > horizon},
     )
-
-
-@lru_cache(maxsize=1024)
-def _kept_months(moment: datetime, time_zone: str) -> tuple[str, str]:
-    """The months whose spend a wallet keeps at `moment`: this one, and the one a rolling window
-    reaching back from this month's first day starts in ("YYYY-MM").
-    """
-    return month_key(moment, time_zone), month_key(moment.replace(day=1) - ROLLING_WINDOW, time_zone)

@@ -30,8 +30,8 @@ from services.authorizer.state import (
     as_map,
     bound_trace,
     held_minor,
-    month_end,
-    month_key,
+    kept_periods,
+    period_end,
     raised_minor,
     recall,
     remember,
@@ -112,35 +112,38 @@ Candidate = tuple[CapKind, str, Money | int | None, datetime | None]  # cap, sco
 def reference_applicable_caps(state: WalletState, card_id: str, trace_id: str | None, now: datetime) -> list[CapCheck]:
     """Every cap an authorization on `card_id` (stamped with `trace_id`) must fit, in check order."""
     card = state.cards[card_id]
-    month_ends = month_end(now, state.time_zone)
+    week, month, year = (period_end(now, state.time_zone, period) for period in ("week", "month", "year"))
     candidates: list[Candidate] = [
         (CapKind.PER_AUTHORIZATION, card_id, card.caps.per_authorization, None),
         (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
         (CapKind.CARD_FUNDED, card_id, card.funded_minor, None),
         (CapKind.CARD_ROLLING_24H, card_id, card.caps.rolling_24h, None),
-        (CapKind.CARD_MONTHLY, card_id, card.caps.monthly, month_ends),
+        (CapKind.CARD_WEEKLY, card_id, card.caps.weekly, week),
+        (CapKind.CARD_MONTHLY, card_id, card.caps.monthly, month),
+        (CapKind.CARD_YEARLY, card_id, card.caps.yearly, year),
+        (CapKind.CARD_ALL_TIME, card_id, card.caps.all_time, None),
     ]
     if trace_id is not None:
         candidates.append((CapKind.TRACE, trace_id, state.trace_caps.get(trace_id, state.caps.per_trace), None))
-    candidates += [
-        (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
-        (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
-    ]
-    return _checks(state, candidates, now)
+    return _checks(state, candidates + _wallet_candidates(state, now), now)
 
 
 def reference_wallet_caps(state: WalletState, now: datetime) -> list[CapCheck]:
-    """The wallet's own caps at `now` (its rolling and monthly windows, per authorization)."""
-    month_ends = month_end(now, state.time_zone)
-    return _checks(
-        state,
-        [
-            (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None),
-            (CapKind.WALLET_ROLLING_24H, state.wallet_id, state.caps.rolling_24h, None),
-            (CapKind.WALLET_MONTHLY, state.wallet_id, state.caps.monthly, month_ends),
-        ],
-        now,
-    )
+    """The wallet's own caps at `now` (its windows and periods, per authorization)."""
+    per_authorization: Candidate = (CapKind.PER_AUTHORIZATION, state.wallet_id, state.caps.per_authorization, None)
+    return _checks(state, [per_authorization, *_wallet_candidates(state, now)], now)
+
+
+def _wallet_candidates(state: WalletState, now: datetime) -> list[Candidate]:
+    caps, wallet_id = state.caps, state.wallet_id
+    week, month, year = (period_end(now, state.time_zone, period) for period in ("week", "month", "year"))
+    return [
+        (CapKind.WALLET_ROLLING_24H, wallet_id, caps.rolling_24h, None),
+        (CapKind.WALLET_WEEKLY, wallet_id, caps.weekly, week),
+        (CapKind.WALLET_MONTHLY, wallet_id, caps.monthly, month),
+        (CapKind.WALLET_YEARLY, wallet_id, caps.yearly, year),
+        (CapKind.WALLET_ALL_TIME, wallet_id, caps.all_time, None),
+    ]
 
 
 def _checks(state: WalletState, candidates: list[Candidate], now: datetime) -> list[CapCheck]:
@@ -166,8 +169,7 @@ def reference_forget_old(state: WalletState, now: datetime) -> WalletState:
     """`decide.forget_old` as it was: drop what no rule can need any more."""
     window_start = now - ROLLING_WINDOW
     horizon = now - MEMORY_HORIZON
-    current = month_key(now, state.time_zone)
-    previous = month_key(now.replace(day=1) - ROLLING_WINDOW, state.time_zone)
+    kept_keys = kept_periods(now, state.time_zone)
     prune_decisions = state.decisions_pruned_at is not None and now - state.decisions_pruned_at >= DECISION_PRUNE_EVERY
     if (
         (not state.recent or state.recent[0].at > window_start)
@@ -175,7 +177,7 @@ def reference_forget_old(state: WalletState, now: datetime) -> WalletState:
         and all(r.until > now for r in state.raises)
         and all(at > horizon for at in state.released.values())
         and all(at > horizon for at in state.issuer_held.values())
-        and all(key.rsplit("@", 1)[1] in (current, previous) for key in state.monthly)
+        and all(key in kept_keys for key in state.periods)
     ):
         return state  # nothing has aged out: keep the same value, copy nothing
     kept = bisect.bisect_right(state.recent, window_start, key=lambda p: p.at)
@@ -190,7 +192,7 @@ def reference_forget_old(state: WalletState, now: datetime) -> WalletState:
     return state.evolve(
         recent=state.recent[kept:],
         rolling=_without(state.rolling, state.recent[:kept]),
-        monthly={key: value for key, value in state.monthly.items() if key.rsplit("@", 1)[1] in (current, previous)},
+        periods={key: sums for key, sums in state.periods.items() if key in kept_keys},
         raises=tuple(r for r in state.raises if r.until > now),
         decisions=decisions,
         decisions_pruned_at=now if prune_decisions else state.decisions_pruned_at,

@@ -56,7 +56,7 @@ OUTPUT_TOPIC: dict[str, Topic] = {
     **dict.fromkeys(
         ("wallet_created", "card_created", "caps_updated", "status_changed", "trace_bound", "cap_raised",
          "command_rejected", "cap_breached_by_issuer", "money_moved", "velocity_limit_set",
-         "decline_streak_limit_set"),
+         "decline_streak_limit_set", "merchant_countries_set"),
         Topic.WALLET_EVENTS,
     ),
 }  # fmt: skip

@@ -3,9 +3,9 @@
 Pure, beside `decide`, from the same cap checks: what `pursestrings balance`, the API's card
 (`spendable`) and the MCP server's `check_balance` tell an agent before it buys. The agent plans
 with this number, so it must be the one the authorizer would apply: the least any cumulative cap
-leaves (funded amount, card and wallet rolling 24 h and month, the bound trace), 0 when the card or
-wallet declines everything. A per-authorization cap is a limit per call, not a budget: it is given
-apart, and does not lower what is left.
+leaves (funded amount; card and wallet rolling 24 h, week, month, year and all time; the bound
+trace), 0 when the card or wallet declines everything. A per-authorization cap is a limit per
+call, not a budget: it is given apart, and does not lower what is left.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from immutables import Map
 
 from schemas.authorizations import AuthorizationDecided
-from schemas.common import CapKind, Issuer
+from schemas.common import CALENDAR_PERIODS, WALLET_CAPS, CapKind, Issuer
 from schemas.money import CURRENCY_EXPONENTS, Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
 
@@ -165,8 +165,10 @@ class WalletState:
     earliest_hold_expiry: datetime | None = None
     recent: tuple[Posting, ...] = ()  # the last 24 h of postings, by time then id
     rolling: Mapping[str, int] = field(default_factory=dict)  # sums of `recent` by "wallet" / "card:<id>"
-    monthly: Mapping[str, int] = field(default_factory=dict)  # "scope@YYYY-MM" → spend
-    lifetime: Mapping[str, int] = field(default_factory=dict)  # "card:<id>" / "trace:<id>" → spend
+    # Spend by calendar period ("2026-W49", "2026-12", "2026", in the wallet's time zone), then by
+    # scope ("wallet", "card:<id>"): the current and previous period of each kind are kept.
+    periods: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    lifetime: Mapping[str, int] = field(default_factory=dict)  # "wallet" / "card:<id>" / "trace:<id>" → spend
     raises: tuple[Raise, ...] = ()
     decisions: Mapping[str, Remembered] = field(default_factory=dict)
     decisions_pruned_at: datetime | None = None
@@ -183,6 +185,8 @@ class WalletState:
     # each limited card's current streak.
     streak_limits: Mapping[str, int] = field(default_factory=dict)
     declines_in_a_row: Mapping[str, int] = field(default_factory=dict)
+    # Merchant country rules by scope ("wallet": every card, "card:<id>") → (allowed, blocked).
+    countries: Mapping[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> WalletState:  # noqa: ANN401 - field values of every type
         """`dataclasses.replace` for the hot path: copies the fields without re-running __init__
@@ -244,9 +248,52 @@ def month_end(moment: datetime, time_zone: str) -> datetime:
     return datetime(year, month, 1, tzinfo=ZoneInfo(time_zone))
 
 
-def monthly_key(scope: str, month: str) -> str:
-    """The key of one scope's spend in one month: "wallet@2026-11", "card:c1@2026-11"."""
-    return f"{scope}@{month}"
+@lru_cache(maxsize=1024)
+def period_key(moment: datetime, time_zone: str, period: str) -> str:
+    """The calendar `period` ("week", "month", "year") of `moment` in the wallet's time zone, as
+    "2026-W49" (ISO 8601: weeks start on Monday), "2026-12" or "2026".
+    """
+    if period == "month":
+        return month_key(moment, time_zone)
+    local = moment.astimezone(ZoneInfo(time_zone))
+    if period == "week":
+        year, week, _ = local.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    return f"{local.year:04d}"
+
+
+@lru_cache(maxsize=1024)
+def period_end(moment: datetime, time_zone: str, period: str) -> datetime:
+    """The first instant of the calendar `period` after the one `moment` is in (wallet's time zone)."""
+    if period == "month":
+        return month_end(moment, time_zone)
+    zone = ZoneInfo(time_zone)
+    local = moment.astimezone(zone)
+    if period == "week":
+        return datetime.combine(local.date() + timedelta(days=7 - local.weekday()), time(), tzinfo=zone)
+    return datetime(local.year + 1, 1, 1, tzinfo=zone)
+
+
+@lru_cache(maxsize=1024)
+def kept_periods(moment: datetime, time_zone: str) -> frozenset[str]:
+    """The periods whose spend a wallet keeps at `moment`: of each kind, the current one and the one
+    before it (a month: the one a rolling window reaching back from this month's first day starts in).
+    """
+    week_start = period_end(moment, time_zone, "week") - timedelta(days=7)  # wall clock: the zone's midnight
+    year = period_key(moment, time_zone, "year")
+    return frozenset({
+        period_key(moment, time_zone, "week"),
+        period_key(week_start - ROLLING_WINDOW, time_zone, "week"),
+        month_key(moment, time_zone),
+        month_key(moment.replace(day=1) - ROLLING_WINDOW, time_zone),
+        year,
+        f"{int(year) - 1:04d}",
+    })  # fmt: skip
+
+
+def period_spend(state: WalletState, period: str, scope: str) -> int:
+    """What `scope` ("wallet", "card:<id>") spent in the calendar period `period` (a key)."""
+    return state.periods.get(period, {}).get(scope, 0)
 
 
 def bound_trace(state: WalletState, card_id: str) -> str | None:
@@ -255,7 +302,7 @@ def bound_trace(state: WalletState, card_id: str) -> str | None:
 
 
 def _matches(cap: CapKind, scope_id: str, card_id: str, trace_id: str | None) -> bool:
-    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
+    if cap in WALLET_CAPS:
         return True
     if cap == CapKind.TRACE:
         return trace_id == scope_id
@@ -263,7 +310,7 @@ def _matches(cap: CapKind, scope_id: str, card_id: str, trace_id: str | None) ->
 
 
 def _held_scope(cap: CapKind, scope_id: str) -> str:
-    if cap in (CapKind.WALLET_ROLLING_24H, CapKind.WALLET_MONTHLY):
+    if cap in WALLET_CAPS:
         return "wallet"
     return f"trace:{scope_id}" if cap == CapKind.TRACE else f"card:{scope_id}"
 
@@ -324,11 +371,10 @@ def spent_minor(state: WalletState, cap: CapKind, scope_id: str, now: datetime) 
                 for posting in state.recent
                 if posting.at > start and _matches(cap, scope_id, posting.card_id, posting.trace_id)
             )
-    elif cap in (CapKind.CARD_MONTHLY, CapKind.WALLET_MONTHLY):
-        scope = "wallet" if cap == CapKind.WALLET_MONTHLY else f"card:{scope_id}"
-        total = state.monthly.get(monthly_key(scope, month_key(now, state.time_zone)), 0)
-    elif cap == CapKind.CARD_FUNDED:
-        total = state.lifetime.get(f"card:{scope_id}", 0)
+    elif (period := CALENDAR_PERIODS.get(cap)) is not None:
+        total = period_spend(state, period_key(now, state.time_zone, period), _held_scope(cap, scope_id))
+    elif cap in (CapKind.CARD_FUNDED, CapKind.CARD_ALL_TIME, CapKind.WALLET_ALL_TIME):
+        total = state.lifetime.get(_held_scope(cap, scope_id), 0)
     elif cap == CapKind.TRACE:
         total = state.lifetime.get(f"trace:{scope_id}", 0)
     else:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic_core import from_json
 
 from schemas.common import Issuer, Merchant, ReasonCode
+from schemas.countries import ALPHA_2_OF_ALPHA_3
 from schemas.issuer_events import (
     ISSUER_EVENT_TYPES,
     AnyIssuerEvent,
@@ -81,13 +82,23 @@ def _money(amount: int, currency: str) -> Money:
         raise WebhookInvalid(f"amount {amount} {currency!r}: {error.errors()[0]['msg']}") from None
 
 
+def _alpha_2(country: str | None) -> str | None:
+    """The ISO 3166-1 alpha-2 code of `country` given as alpha-2 (Stripe) or alpha-3 (Lithic); None
+    when it is neither (merchant country rules then treat the merchant as of no known country).
+    """
+    code = (country or "").strip().upper()
+    if len(code) == 2 and code.isalpha() and code.isascii():  # noqa: PLR2004 - alpha-2
+        return code
+    return ALPHA_2_OF_ALPHA_3.get(code)
+
+
 def _merchant(name: str | None, mcc: str, network_id: str, country: str | None, city: str | None) -> Merchant:
     try:
         return Merchant(
             name=(name or "")[:200],
             mcc=mcc,
             network_id=network_id,
-            country=country.upper() if country and len(country) == 2 else None,  # noqa: PLR2004 - alpha-2 only
+            country=_alpha_2(country),
             city=city[:100] if city else None,
         )
     except ValidationError as error:
@@ -336,14 +347,17 @@ _LITHIC_RESULTS: dict[ReasonCode, str] = {
         "CARD_PAUSED",
     ),
     **dict.fromkeys(
-        (ReasonCode.MCC_NOT_ALLOWED, ReasonCode.MCC_BLOCKED, ReasonCode.MERCHANT_LOCKED, ReasonCode.FX_RATE_MISSING),
+        (ReasonCode.MCC_NOT_ALLOWED, ReasonCode.MCC_BLOCKED, ReasonCode.MERCHANT_LOCKED,
+         ReasonCode.MERCHANT_COUNTRY_NOT_ALLOWED, ReasonCode.MERCHANT_COUNTRY_BLOCKED, ReasonCode.FX_RATE_MISSING),
         "UNAUTHORIZED_MERCHANT",
     ),
     ReasonCode.CARD_FUNDS_INSUFFICIENT: "INSUFFICIENT_FUNDS",
     ReasonCode.PER_AUTHORIZATION_CAP: "INSUFFICIENT_FUNDS",
     **dict.fromkeys(
-        (ReasonCode.CARD_ROLLING_24H_CAP, ReasonCode.CARD_MONTHLY_CAP, ReasonCode.TRACE_CAP,
-         ReasonCode.WALLET_ROLLING_24H_CAP, ReasonCode.WALLET_MONTHLY_CAP, ReasonCode.VELOCITY_LIMIT),
+        (ReasonCode.CARD_ROLLING_24H_CAP, ReasonCode.CARD_WEEKLY_CAP, ReasonCode.CARD_MONTHLY_CAP,
+         ReasonCode.CARD_YEARLY_CAP, ReasonCode.CARD_ALL_TIME_CAP, ReasonCode.TRACE_CAP,
+         ReasonCode.WALLET_ROLLING_24H_CAP, ReasonCode.WALLET_WEEKLY_CAP, ReasonCode.WALLET_MONTHLY_CAP,
+         ReasonCode.WALLET_YEARLY_CAP, ReasonCode.WALLET_ALL_TIME_CAP, ReasonCode.VELOCITY_LIMIT),
         "VELOCITY_EXCEEDED",
     ),
     **dict.fromkeys(

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
-from schemas.common import CapKind, Identifier, Issuer, Mcc, Merchant, Reason, ReasonCode, TraceId
+from schemas.common import CapKind, CountryCode, Identifier, Issuer, Mcc, Merchant, Reason, ReasonCode, TraceId
 from schemas.money import CurrencyCode, Money
 from schemas.policies import CardCaps, PolicyTemplate, WalletCaps
 from schemas.registry import serialize
@@ -38,6 +38,7 @@ from schemas.wallet import (
     FreezeWallet,
     Last4,
     SetDeclineStreakLimit,
+    SetMerchantCountries,
     SetVelocityLimit,
     SlackChannel,
     TimeZoneName,
@@ -123,6 +124,23 @@ class VelocityIn(_Body):
     per: Literal["minute", "hour"] = "minute"
 
 
+class MerchantCountriesIn(_Body):
+    """Where one card (or every card) may buy, by the merchant's ISO 3166-1 alpha-2 country: only in
+    `allow` (when not empty), never in `block`. Both empty lifts the rules.
+    """
+
+    card_id: Identifier | None = None
+    allow: frozenset[CountryCode] = frozenset()
+    block: frozenset[CountryCode] = frozenset()
+
+
+class CountriesOut(BaseModel):
+    """Merchant country rules in force."""
+
+    allow: list[str] = Field(description="only these (empty: every country not blocked)")
+    block: list[str]
+
+
 class DeclineStreakIn(_Body):
     """Freeze a card after this many declines in a row (one card, or every card; null lifts it)."""
 
@@ -190,6 +208,7 @@ class CardOut(BaseModel):
     trace_id: str | None
     spendable: SpendableOut
     caps: list[CapOut]
+    limits: CardCaps = Field(description="the card's own caps as set (without temporary raises)")
 
 
 class DryRunOut(BaseModel):
@@ -223,6 +242,10 @@ class WalletOut(BaseModel):
     decline_streak_limits: dict[str, int] = Field(
         description="declines in a row before a card is frozen, by card id ('*': every card)"
     )
+    merchant_countries: dict[str, CountriesOut] = Field(
+        description="merchant country rules, by card id ('*': every card)"
+    )
+    limits: WalletCaps = Field(description="the wallet's caps as set (without temporary raises)")
 
 
 class TransactionOut(BaseModel):
@@ -282,6 +305,7 @@ def _card_out(state: WalletState, card_id: str, now: datetime) -> CardOut:
         trace_id=bound_trace(state, card_id),
         spendable=can,
         caps=caps,
+        limits=card.caps,
     )
 
 
@@ -331,6 +355,13 @@ def _wallet_out(state: WalletState, now: datetime) -> WalletOut:
             "*" if scope == "wallet" else scope.removeprefix("card:"): most
             for scope, most in sorted(state.streak_limits.items())
         },
+        merchant_countries={
+            "*" if scope == "wallet" else scope.removeprefix("card:"): CountriesOut(
+                allow=sorted(allow), block=sorted(block)
+            )
+            for scope, (allow, block) in sorted(state.countries.items())
+        },
+        limits=state.caps,
     )
 
 
@@ -478,6 +509,7 @@ def management_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["management"])
     _wallet_routes(router)
     _card_routes(router)
+    _control_routes(router)
     return router
 
 
@@ -588,24 +620,6 @@ def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler p
         await shared.apply(BindTrace(**_fields(caller, wallet_id), **body.model_dump(exclude_none=True)))
         return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
 
-    @router.put("/wallets/{wallet_id}/velocity")
-    async def set_velocity(wallet_id: str, body: VelocityIn, caller: Caller, shared: Shared) -> WalletOut:
-        """Limit how many authorizations a card (or the whole wallet) may ask per rolling minute or
-        hour, whatever their amounts: past it, each is declined `velocity_limit` (a runaway retry loop).
-        """
-        _must_admin(caller)
-        await shared.apply(SetVelocityLimit(**_fields(caller, wallet_id), **body.model_dump()))
-        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
-
-    @router.put("/wallets/{wallet_id}/decline-streak")
-    async def set_decline_streak(wallet_id: str, body: DeclineStreakIn, caller: Caller, shared: Shared) -> WalletOut:
-        """Freeze a card automatically after this many declined authorizations in a row on it (a
-        runaway agent hammering a declined card); said in the wallet's Slack channel.
-        """
-        _must_admin(caller)
-        await shared.apply(SetDeclineStreakLimit(**_fields(caller, wallet_id), **body.model_dump()))
-        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
-
     @router.get("/cards/{card_id}/transactions")
     async def card_transactions(card_id: str, caller: Caller, shared: Shared, limit: int = 100) -> list[TransactionOut]:
         """The card's authorizations, newest first."""
@@ -619,3 +633,37 @@ def _card_routes(router: APIRouter) -> None:  # noqa: C901 - one small handler p
     ) -> list[TransactionOut]:
         """The trace's authorizations, newest first (an agent sees its own wallet's only)."""
         return await shared.transactions("trace_id", trace_id, caller.wallet_id, min(max(limit, 1), 1_000))
+
+
+def _control_routes(router: APIRouter) -> None:
+    """The spending controls beside caps: velocity limits, merchant countries, declines in a row."""
+
+    @router.put("/wallets/{wallet_id}/velocity")
+    async def set_velocity(wallet_id: str, body: VelocityIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Limit how many authorizations a card (or the whole wallet) may ask per rolling minute or
+        hour, whatever their amounts: past it, each is declined `velocity_limit` (a runaway retry loop).
+        """
+        _must_admin(caller)
+        await shared.apply(SetVelocityLimit(**_fields(caller, wallet_id), **body.model_dump()))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.put("/wallets/{wallet_id}/merchant-countries")
+    async def set_merchant_countries(
+        wallet_id: str, body: MerchantCountriesIn, caller: Caller, shared: Shared
+    ) -> WalletOut:
+        """Where a card (or every card) may buy, by the merchant's country: with an allow list only
+        there (a merchant with no country is declined `merchant_country_not_allowed`), never where
+        blocked (`merchant_country_blocked`). The wallet's rules and a card's own both apply.
+        """
+        _must_admin(caller)
+        await shared.apply(SetMerchantCountries(**_fields(caller, wallet_id), **body.model_dump()))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))
+
+    @router.put("/wallets/{wallet_id}/decline-streak")
+    async def set_decline_streak(wallet_id: str, body: DeclineStreakIn, caller: Caller, shared: Shared) -> WalletOut:
+        """Freeze a card automatically after this many declined authorizations in a row on it (a
+        runaway agent hammering a declined card); said in the wallet's Slack channel.
+        """
+        _must_admin(caller)
+        await shared.apply(SetDeclineStreakLimit(**_fields(caller, wallet_id), **body.model_dump()))
+        return _wallet_out(await shared.state(wallet_id), datetime.now(UTC))

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.countries import ALPHA_2_OF_ALPHA_3
 from services.gateway.signatures import GENERIC_HEADER, STRIPE_HEADER, sign_lithic, sign_stripe
 from services.platform.settings import Settings
 
@@ -37,6 +38,7 @@ class MerchantData:
 
 
 MERCHANT = MerchantData()
+_ALPHA_3 = {alpha_2: alpha_3 for alpha_3, alpha_2 in ALPHA_2_OF_ALPHA_3.items()}
 
 
 def _stripe_merchant(merchant: MerchantData) -> dict[str, Any]:
@@ -237,7 +239,7 @@ def lithic_asa(token: str, card_token: str, amount_minor: int, merchant: Merchan
             "acceptor_id": merchant.network_id,
             "descriptor": merchant.name,
             "mcc": merchant.mcc,
-            "country": "USA",
+            "country": _ALPHA_3.get(merchant.country, merchant.country),  # Lithic's codes are alpha-3
             "city": merchant.city,
             "state": "CA",
         },

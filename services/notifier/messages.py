@@ -15,10 +15,16 @@ _CAP_NAMES = {
     "per_authorization": "per-authorization cap",
     "card_funded": "card's funded amount",
     "card_rolling_24h": "card's rolling 24 h cap",
+    "card_weekly": "card's weekly cap",
     "card_monthly": "card's monthly cap",
+    "card_yearly": "card's yearly cap",
+    "card_all_time": "card's all-time cap",
     "trace": "trace cap",
     "wallet_rolling_24h": "rolling 24 h cap",
+    "wallet_weekly": "weekly cap",
     "wallet_monthly": "monthly cap",
+    "wallet_yearly": "yearly cap",
+    "wallet_all_time": "all-time cap",
 }
 
 

@@ -3,9 +3,9 @@ Pure: no I/O.
 
 A request is opened for a decline whose reason is a cap (`schemas.common.CAP_REASONS`), never for a
 frozen card, a blocked merchant or a missing rate: those are not a human's "yes" away. Its window is
-the calendar month (in the wallet's time zone) for monthly caps and the wallet's day for every other
-cap, so an approval raises the cap "for the day" (or the month) and at most one request is open per
-wallet, cap and window.
+the calendar week, month or year (in the wallet's time zone) for weekly, monthly and yearly caps and
+the wallet's day for every other cap, so an approval raises the cap "for the day" (or the period)
+and at most one request is open per wallet, cap and window.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.authorizations import AuthorizationDecided
-from schemas.common import CAP_REASONS, CapKind, CapStatus
+from schemas.common import CALENDAR_PERIODS, CAP_REASONS, CARD_CAPS, CapKind, CapStatus
 from schemas.money import Money
 from schemas.wallet import RaiseCap
 
-_MONTHLY = frozenset({CapKind.CARD_MONTHLY, CapKind.WALLET_MONTHLY})
-_CARD_CAPS = frozenset({CapKind.CARD_FUNDED, CapKind.CARD_ROLLING_24H, CapKind.CARD_MONTHLY})
 REQUEST_NAMESPACE = uuid.UUID("6f0c8f0e-4a53-4d8e-9a43-0c5b7a1d2e91")
 
 
@@ -105,16 +103,31 @@ def _failed_status(decision: AuthorizationDecided, cap: CapKind) -> CapStatus | 
     return chosen[0] if chosen else None
 
 
+_PERIOD_KEYS = {"week": "%G-W%V", "month": "%Y-%m", "year": "%Y"}
+
+
+def _period_end(local: datetime, period: str) -> datetime:
+    """The first instant of the next calendar `period` after `local`, in `local`'s zone."""
+    day = local.date()
+    if period == "week":
+        following = day + timedelta(days=7 - day.weekday())
+    elif period == "month":
+        following = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+    else:
+        following = day.replace(year=day.year + 1, month=1, day=1)
+    return datetime.combine(following, time(), tzinfo=local.tzinfo)
+
+
 def window(cap: CapKind, status: CapStatus | None, at: datetime, time_zone: str) -> tuple[str, datetime]:
     """The window a cap was hit in: its key and when it ends (UTC)."""
     zone = ZoneInfo(time_zone)
     local = at.astimezone(zone)
-    if cap in _MONTHLY:
+    period = CALENDAR_PERIODS.get(cap)
+    if period is not None:
+        key = local.strftime(_PERIOD_KEYS[period])
         if status is not None and status.window_ends_at is not None:
-            return local.strftime("%Y-%m"), status.window_ends_at.astimezone(UTC)
-        first = local.date().replace(day=1)
-        following = (first + timedelta(days=32)).replace(day=1)
-        return local.strftime("%Y-%m"), datetime.combine(following, time(), tzinfo=zone).astimezone(UTC)
+            return key, status.window_ends_at.astimezone(UTC)
+        return key, _period_end(local, period).astimezone(UTC)
     midnight = datetime.combine(local.date() + timedelta(days=1), time(), tzinfo=zone)
     return local.strftime("%Y-%m-%d"), midnight.astimezone(UTC)
 
@@ -133,7 +146,7 @@ def raise_command(
     issued_at: datetime,
 ) -> RaiseCap:
     """The command an approval sends; its id is the request's, so sending it twice applies it once."""
-    on_card = cap in _CARD_CAPS or (cap == CapKind.PER_AUTHORIZATION and scope_id != wallet_id)
+    on_card = cap in CARD_CAPS or (cap == CapKind.PER_AUTHORIZATION and scope_id != wallet_id)
     return RaiseCap(
         command_id=request_id,
         wallet_id=wallet_id,

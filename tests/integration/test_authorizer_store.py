@@ -4,6 +4,7 @@ what changed) reads back as the state that was in memory.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -14,7 +15,8 @@ import pytest
 from schemas.policies import CardCaps, WalletCaps
 from services.authorizer.domain import Inbound
 from services.authorizer.state import WalletState
-from services.authorizer.store import BatchEffects, Store, _packed
+from services.authorizer.store import _STATE, BatchEffects, Store, _packed
+from services.platform.migrations import apply_migrations, discover
 from tests.support.builders import CARD, cleared, refund, request, reversed_, run_on, usd, wallet
 from tests.support.samples import NOW
 
@@ -229,3 +231,43 @@ def test_a_column_that_could_not_be_told_apart_is_refused_not_packed(column: lis
     """
     with pytest.raises(ValueError, match=r"packed|packing"):
         _packed(column)
+
+
+async def test_migration_0021_moves_monthly_spend_into_periods_with_years_and_the_wallets_lifetime(
+    empty_database_url: str,
+) -> None:
+    """A snapshot written before weekly, yearly and all-time caps ("monthly": {"<scope>@YYYY-MM": n})
+    reads back after migration 0021 with its months, each year summed from them, no weeks, and the
+    wallet's lifetime the sum of its cards'.
+    """
+    state = wallet(WalletCaps(monthly=usd(50_000)))
+    old = json.loads(_STATE.dump_json(state))
+    old.pop("periods")
+    old["monthly"] = {"wallet@2026-11": 700, "card:card_1@2026-11": 500, "card:card_2@2026-11": 200,
+                      "wallet@2026-12": 300, "card:card_1@2026-12": 300}  # fmt: skip
+    old["lifetime"] = {"card:card_1": 4_000, "card:card_2": 250, "trace:PR-1": 90}
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await apply_migrations(connection, [m for m in discover() if m.version < 21])
+        await connection.execute(
+            "INSERT INTO authorizer.wallet_state (wallet_id, state) VALUES ($1, $2::jsonb)",
+            state.wallet_id,
+            json.dumps(old),
+        )
+        await apply_migrations(connection)
+        pool = await asyncpg.create_pool(empty_database_url, min_size=1, max_size=1)
+        try:
+            loaded = (await Store(pool, "group-0021").load_wallets([state.wallet_id], NOW))[state.wallet_id]
+        finally:
+            await pool.close()
+    finally:
+        await connection.close()
+    assert loaded.periods == {
+        "2026-11": {"wallet": 700, "card:card_1": 500, "card:card_2": 200},
+        "2026-12": {"wallet": 300, "card:card_1": 300},
+        "2026": {"wallet": 1_000, "card:card_1": 800, "card:card_2": 200},
+    }
+    assert loaded.lifetime == {"card:card_1": 4_000, "card:card_2": 250, "trace:PR-1": 90, "wallet": 4_250}
+    assert replace(loaded, periods={}, lifetime={}, holds={}) == replace(
+        _without_memory_only(state), periods={}, lifetime={}, holds={}
+    )

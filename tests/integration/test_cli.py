@@ -164,3 +164,44 @@ async def test_a_velocity_limit_stops_a_tight_retry_loop_at_exactly_n(
         [False, False, False, True, True],
     )
     assert shown["velocity"] == [{"card_id": "card_vel", "max_authorizations": 3, "per": "minute"}]
+
+
+async def test_weekly_all_time_and_yearly_caps_and_country_lists_through_the_cli(
+    kafka_topics: Settings, pool: asyncpg.Pool, shell: Shell
+) -> None:
+    """`wallets caps --weekly 6 --all-time 9` on a starter wallet keeps its other caps; through the
+    real Stripe webhook path $4.00 is approved and $3.00 declined `wallet_weekly_cap`; the headline
+    names the week, then the card's own yearly cap once set; `--weekly none` removes only that cap;
+    `wallets countries --block RU` declines a Russian merchant and lets a US one through.
+    """
+    settings, cli = shell.settings, shell.run
+    bearer = {"Authorization": f"Bearer {shell.key}"}
+
+    async with running_authorizer(kafka_topics, pool), running_gateway(settings) as api:
+        await cli("wallets", "create", "--id", "wal_per")
+        await cli("cards", "create", "--wallet", "wal_per", "--amount", "100", "--id", "card_per")
+        capped = await cli("wallets", "caps", "wal_per", "--weekly", "6", "--all-time", "9")
+        approved = await cli("simulate", "--card", "card_per", "--amount", "4")
+        declined = await cli("simulate", "--card", "card_per", "--amount", "3")
+        weekly = await cli("balance", "card_per")
+        yearly = await cli("cards", "caps", "card_per", "--yearly", "5")
+        await cli("wallets", "caps", "wal_per", "--weekly", "none")
+        limits = (await api.get("/v1/wallets/wal_per", headers=bearer)).json()["limits"]
+        countries = await cli("wallets", "countries", "wal_per", "--block", "ru")
+        russian = await cli("simulate", "--card", "card_per", "--amount", "0.50", "--country", "RU")
+        american = await cli("simulate", "--card", "card_per", "--amount", "0.50", "--country", "US")
+        shown = (await api.get("/v1/wallets/wal_per", headers=bearer)).json()["merchant_countries"]
+    assert [line.split()[0] for line in capped.splitlines()[1:]] == [
+        "per_authorization", "wallet_rolling_24h", "wallet_weekly", "wallet_monthly", "wallet_all_time",
+    ]  # fmt: skip
+    assert ('"approved":true' in approved, '"pursestrings_reason":"wallet_weekly_cap"' in declined) == (True, True)
+    assert weekly.splitlines()[0] == "Remaining: $2.00 of $6.00  (wallet_weekly)"
+    assert yearly.splitlines()[0] == "Remaining: $1.00 of $5.00  (card_yearly)"
+    assert {name: (value or {}).get("amount_minor") for name, value in limits.items()} == {
+        "per_authorization": 10_00, "rolling_24h": 50_00, "weekly": None, "monthly": 500_00, "yearly": None,
+        "all_time": 9_00, "per_trace": 20_00,
+    }  # fmt: skip
+    assert countries == "every card of wal_per: never in RU"
+    assert '"pursestrings_reason":"merchant_country_blocked"' in russian
+    assert '"approved":true' in american
+    assert shown == {"*": {"allow": [], "block": ["RU"]}}

@@ -20,12 +20,13 @@ import pytest
 from schemas.common import Issuer
 from schemas.money import Money
 from schemas.topics import Topic
-from schemas.wallet import CreateCard, CreateWallet
+from schemas.wallet import CreateCard, CreateWallet, SetMerchantCountries
 from services.authorizer.runtime import Authorizer
 from services.gateway.answer_log import LOOKUP_KEYS, AnswerLookups
 from services.gateway.answering import Answering
 from services.gateway.directory import CardDirectory
 from services.gateway.simulator import (
+    MerchantData,
     Signed,
     generic_authorization_request,
     lithic_asa,
@@ -510,6 +511,44 @@ async def test_lithic_and_generic_issuers_are_answered_in_their_shapes(
         {"token": token, "result": "INSUFFICIENT_FUNDS"},
         {"issuer_authorization_id": "g_1", "approved": False, "reason": "card_not_found"},
     )
+
+
+@pytest.mark.usefixtures("authorizer")
+async def test_merchant_country_rules_hold_on_the_stripe_and_lithic_paths(
+    gateway: httpx.AsyncClient, settings_for_gateway: Settings
+) -> None:
+    """A wallet whose cards may buy only in the US, and never in Canada on its Stripe card: Stripe's
+    alpha-2 "US" and Lithic's alpha-3 "USA" are approved, a French merchant is declined
+    `merchant_country_not_allowed` on both paths (Lithic's word: UNAUTHORIZED_MERCHANT).
+    """
+    await _ten_dollar_card(settings_for_gateway)
+    fields = command_fields(datetime.now(UTC)) | {"wallet_id": WALLET}
+    await apply_commands(
+        settings_for_gateway,
+        [
+            CreateCard(
+                **fields, card_id="card_gw_lithic", issuer=Issuer.LITHIC, issuer_card_token="lithic_country",
+                last4="4343", funded_amount=usd(1_000),
+            ),
+            SetMerchantCountries(**fields | {"command_id": uuid.uuid4()}, allow=frozenset({"US"})),
+            SetMerchantCountries(**fields | {"command_id": uuid.uuid4()}, card_id=CARD, block=frozenset({"CA"})),
+        ],
+    )  # fmt: skip
+    answers = []
+    for auth, country in (("iauth_us", "US"), ("iauth_ca", "CA"), ("iauth_fr", "FR")):
+        merchant = MerchantData(country=country)
+        signed = sign_for_stripe(stripe_authorization_request(auth, TOKEN, 100, merchant=merchant), STRIPE_SECRET)
+        answers.append((await _post(gateway, signed)).json())
+    lithic = []
+    for country in ("US", "FR"):
+        asa = lithic_asa(str(uuid.uuid4()), "lithic_country", 100, merchant=MerchantData(country=country))
+        lithic.append((await _post(gateway, sign_for_lithic(asa, LITHIC_SECRET))).json()["result"])
+    assert _outcomes(answers) == [
+        (True, "approved"),
+        (False, "merchant_country_blocked"),
+        (False, "merchant_country_not_allowed"),
+    ]
+    assert lithic == ["APPROVED", "UNAUTHORIZED_MERCHANT"]
 
 
 @pytest.mark.usefixtures("authorizer")

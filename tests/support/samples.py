@@ -34,9 +34,11 @@ from schemas.wallet import (
     DeclineStreakLimitSet,
     FreezeCard,
     FreezeWallet,
+    MerchantCountriesSet,
     MoneyMoved,
     RaiseCap,
     SetDeclineStreakLimit,
+    SetMerchantCountries,
     SetVelocityLimit,
     StatusChanged,
     TraceBound,
@@ -193,6 +195,13 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
             ),
             SetVelocityLimit(**command | {"command_id": uuid.uuid4()}, card_id="card_1", max_authorizations=5),
             SetDeclineStreakLimit(**command | {"command_id": uuid.uuid4()}, max_declines=10),
+            SetMerchantCountries(
+                **command | {"command_id": uuid.uuid4()}, card_id="card_1", allow=frozenset({"US", "CA"})
+            ),
+            UpdateCaps(  # version 2: an interval added then
+                **command | {"command_id": uuid.uuid4()},
+                wallet_caps=WalletCaps(weekly=usd(10_000), yearly=usd(500_000), all_time=usd(2_000_000)),
+            ),
         ],
         Topic.WALLET_EVENTS: [
             WalletCreated(
@@ -236,6 +245,8 @@ def samples(wallet_id: str = "wal_research_01") -> dict[Topic, list[Message]]:
             CommandRejected(**wallet_event, command_type="create_card", error="card card_1 already exists"),
             VelocityLimitSet(**wallet_event, card_id=None, max_authorizations=30, per="hour"),
             DeclineStreakLimitSet(**wallet_event, card_id="card_1", max_declines=10),
+            MerchantCountriesSet(**wallet_event, card_id=None, allow=frozenset(), block=frozenset({"KP"})),
+            CapsUpdated(**wallet_event, card_id="card_1", wallet_caps=None, card_caps=CardCaps(weekly=usd(2_000))),
             CapBreachedByIssuer(
                 **wallet_event | {"command_id": None},
                 cap=CapKind.WALLET_MONTHLY,

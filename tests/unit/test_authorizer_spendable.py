@@ -43,26 +43,35 @@ def _decided(state: WalletState, amount_minor: int, auth: str) -> Decided:
 
 # Each cumulative cap made the tightest in turn (its limit in cents), every other one far above it.
 TIGHTEST: dict[CapKind, int] = {
-    CapKind.CARD_FUNDED: 1_000,
-    CapKind.CARD_ROLLING_24H: 900,
-    CapKind.CARD_MONTHLY: 800,
-    CapKind.TRACE: 700,
-    CapKind.WALLET_ROLLING_24H: 600,
-    CapKind.WALLET_MONTHLY: 500,
+    CapKind.CARD_FUNDED: 2_000,
+    CapKind.CARD_ROLLING_24H: 1_900,
+    CapKind.CARD_WEEKLY: 1_800,
+    CapKind.CARD_MONTHLY: 1_700,
+    CapKind.CARD_YEARLY: 1_600,
+    CapKind.CARD_ALL_TIME: 1_500,
+    CapKind.TRACE: 1_400,
+    CapKind.WALLET_ROLLING_24H: 1_300,
+    CapKind.WALLET_WEEKLY: 1_200,
+    CapKind.WALLET_MONTHLY: 1_100,
+    CapKind.WALLET_YEARLY: 1_000,
+    CapKind.WALLET_ALL_TIME: 900,
+}
+# The field of `WalletCaps` / `CardCaps` each cap kind is set by.
+_FIELD = {
+    "rolling_24h": (CapKind.WALLET_ROLLING_24H, CapKind.CARD_ROLLING_24H),
+    "weekly": (CapKind.WALLET_WEEKLY, CapKind.CARD_WEEKLY),
+    "monthly": (CapKind.WALLET_MONTHLY, CapKind.CARD_MONTHLY),
+    "yearly": (CapKind.WALLET_YEARLY, CapKind.CARD_YEARLY),
+    "all_time": (CapKind.WALLET_ALL_TIME, CapKind.CARD_ALL_TIME),
 }
 
 
 def _wallet_tightest_at(cap: CapKind) -> WalletState:
     """A wallet whose `cap` is the tightest, with $1.50 spent on its card (under a bound trace)."""
     limit = usd(TIGHTEST[cap])
-    wallet_caps = WalletCaps(
-        rolling_24h=limit if cap == CapKind.WALLET_ROLLING_24H else BIG,
-        monthly=limit if cap == CapKind.WALLET_MONTHLY else BIG,
-    )
-    card_caps = CardCaps(
-        rolling_24h=limit if cap == CapKind.CARD_ROLLING_24H else None,
-        monthly=limit if cap == CapKind.CARD_MONTHLY else None,
-    )
+    own = {name: limit for name, (on_wallet, _) in _FIELD.items() if cap == on_wallet}
+    wallet_caps = WalletCaps(**{"rolling_24h": BIG, "monthly": BIG} | own)
+    card_caps = CardCaps(**{name: limit for name, (_, on_card) in _FIELD.items() if cap == on_card})
     state = wallet(wallet_caps, card_caps, funded_amount=limit if cap == CapKind.CARD_FUNDED else BIG)
     bind = BindTrace(**command_fields(), card_id=CARD, trace_id="PR-7", cap=limit if cap == CapKind.TRACE else BIG)
     _, state = run_on(state, bind, request(150, auth="spent"))
@@ -148,6 +157,12 @@ STARTS: dict[str, Callable[[], WalletState]] = {
     "funded": lambda: _bound(WalletCaps(rolling_24h=usd(2_000), monthly=usd(5_000)), None, 500),
     "card day": lambda: _bound(WalletCaps(monthly=usd(5_000)), CardCaps(rolling_24h=usd(450)), 4_000),
     "card month": lambda: _bound(WalletCaps(monthly=usd(5_000)), CardCaps(monthly=usd(650)), 4_000),
+    "card week": lambda: _bound(WalletCaps(monthly=usd(5_000)), CardCaps(weekly=usd(550)), 4_000),
+    "wallet week": lambda: _bound(WalletCaps(weekly=usd(750), monthly=usd(5_000)), None, 4_000),
+    "card year": lambda: _bound(WalletCaps(monthly=usd(5_000)), CardCaps(yearly=usd(850)), 4_000),
+    "wallet year": lambda: _bound(WalletCaps(yearly=usd(800)), None, 4_000),
+    "card all time": lambda: _bound(WalletCaps(rolling_24h=usd(2_000)), CardCaps(all_time=usd(600)), 4_000),
+    "wallet all time": lambda: _bound(WalletCaps(all_time=usd(900)), CardCaps(monthly=usd(5_000)), 4_000),
 }
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
 from schemas.common import CapKind, ReasonCode
 from schemas.issuer_events import AuthorizationExpired
+from schemas.policies import CardCaps, WalletCaps
 from schemas.registry import TOPIC_MESSAGES, InvalidMessage, parse, serialize
 from schemas.topics import Topic, message_key
 from schemas.wallet import CreateCard, CreateWallet, RaiseCap, UpdateCaps
@@ -37,11 +38,17 @@ def test_every_contract_has_a_sample() -> None:
 @pytest.mark.parametrize(("topic", "message"), ALL_SAMPLES, ids=lambda value: getattr(value, "type", str(value)))
 def test_contract_round_trips_through_its_topic(topic: Topic, message: BaseModel) -> None:
     """Serialize → parse gives back an equal, frozen value with schema_version 1 (2 only for a
-    `MoneyMoved` that places a hold and our deadline's expiry with the request's amount).
+    `MoneyMoved` that places a hold, our deadline's expiry with the request's amount, and caps with
+    a weekly, yearly or all-time limit).
     """
     parsed = parse(topic, serialize(message))
     expired_with_amount = isinstance(message, AuthorizationExpired) and message.amount is not None
-    version = 2 if getattr(message, "hold_placed_minor", 0) or expired_with_amount else 1
+    new_interval = any(
+        caps.needs_version_2()
+        for caps in (getattr(message, name, None) for name in ("caps", "wallet_caps", "card_caps"))
+        if isinstance(caps, WalletCaps | CardCaps)
+    )
+    version = 2 if getattr(message, "hold_placed_minor", 0) or expired_with_amount or new_interval else 1
     assert (parsed, parsed.schema_version) == (message, version)
     with pytest.raises(ValidationError):
         setattr(parsed, "schema_version", 3)  # noqa: B010 - mypy rightly refuses the plain assignment
@@ -64,6 +71,19 @@ def test_a_hold_placed_by_the_issuer_needs_money_moved_version_2() -> None:
         parse(Topic.WALLET_EVENTS, _mutated(placed, schema_version=1))
     with pytest.raises(InvalidMessage, match="needs schema_version 2"):
         parse(Topic.WALLET_EVENTS, _mutated(placed, schema_version=1, hold_placed_minor=0))
+
+
+def test_weekly_yearly_and_all_time_caps_need_version_2() -> None:
+    """A caps contract that sets an interval added in version 2 is version 2 unless it says 1; one
+    that says 1 is refused, naming why (a reader of version 1 would drop the cap).
+    """
+    for topic in (Topic.WALLET_COMMANDS, Topic.WALLET_EVENTS):
+        newer = [m for m in samples()[topic] if getattr(m, "schema_version", 1) == 2 and "caps" in m.type]
+        assert newer, f"no caps sample of version 2 on {topic}"
+        for message in newer:
+            with pytest.raises(InvalidMessage, match="need schema_version 2"):
+                parse(topic, _mutated(message, schema_version=1))
+            assert parse(topic, _mutated(message, schema_version=...)).schema_version == 2
 
 
 def test_message_key_is_the_wallet_id() -> None:

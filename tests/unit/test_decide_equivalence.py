@@ -52,12 +52,19 @@ def _maybe(rng: random.Random, low: int, high: int) -> Money | None:
     return None if rng.random() < 0.3 else usd(rng.randint(low, high))
 
 
+def _rarely(rng: random.Random, low: int, high: int) -> Money | None:
+    """A cap most wallets do not have (weekly, yearly, all time)."""
+    return None if rng.random() < 0.7 else usd(rng.randint(low, high))
+
+
 def _wallet(rng: random.Random) -> WalletState:
     """A wallet with two cards and varied caps and rules, built through the commands."""
     at = NOW - timedelta(days=rng.randint(0, 40))
     fields: dict[str, Any] = {"wallet_id": WALLET, "actor": "eq", "issued_at": at}
     caps = WalletCaps(rolling_24h=_maybe(rng, 500, 5_000), monthly=_maybe(rng, 500, 20_000),
-                      per_trace=_maybe(rng, 300, 3_000), per_authorization=_maybe(rng, 500, 3_000))  # fmt: skip
+                      per_trace=_maybe(rng, 300, 3_000), per_authorization=_maybe(rng, 500, 3_000),
+                      weekly=_rarely(rng, 1_000, 10_000), yearly=_rarely(rng, 2_000, 40_000),
+                      all_time=_rarely(rng, 2_000, 40_000))  # fmt: skip
     messages: list[Inbound] = [
         CreateWallet(command_id=uuid.uuid4(), **fields, caps=caps, time_zone=rng.choice(ZONES)),
     ]
@@ -69,7 +76,8 @@ def _wallet(rng: random.Random) -> WalletState:
                 command_id=uuid.uuid4(), **fields, card_id=card_id, issuer=Issuer.STRIPE,
                 issuer_card_token=f"tok_{card_id}", last4="4242", funded_amount=_maybe(rng, 1_000, 8_000),
                 caps=CardCaps(per_authorization=_maybe(rng, 500, 3_000), rolling_24h=_maybe(rng, 500, 5_000),
-                              monthly=_maybe(rng, 500, 20_000)),
+                              monthly=_maybe(rng, 500, 20_000), weekly=_rarely(rng, 1_000, 10_000),
+                              yearly=_rarely(rng, 2_000, 40_000), all_time=_rarely(rng, 2_000, 40_000)),
                 mcc_allow=allow, mcc_block=block, merchant_lock=rng.choice((None, None, None, None, "anthropic_api_1")),
                 expires_at=rng.choice((None, None, None, NOW + timedelta(days=rng.randint(30, 120)))),
             )

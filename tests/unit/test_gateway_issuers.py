@@ -20,6 +20,7 @@ from services.gateway.issuers import (
     Ignored,
     Notice,
     WebhookInvalid,
+    _alpha_2,
     lithic_answer,
     read_generic,
     read_lithic,
@@ -163,12 +164,12 @@ def test_lithic_asa_reads_and_answers_in_lithics_words() -> None:
         "tok_1",
         "card_tok",
         Money.of(500, "USD"),
-        None,  # Lithic sends alpha-3 ("USA"); the contract holds alpha-2 only
+        "US",  # Lithic sends alpha-3 ("USA"); the contract holds alpha-2
     )
     assert [lithic_answer("tok_1", reason)["result"] for reason in ReasonCode] == [
-        "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 4, "VELOCITY_EXCEEDED",
+        "APPROVED", *["CARD_PAUSED"] * 6, *["UNAUTHORIZED_MERCHANT"] * 6, "VELOCITY_EXCEEDED",
         "INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS",
-        *["VELOCITY_EXCEEDED"] * 5, *["CARD_PAUSED"] * 4,
+        *["VELOCITY_EXCEEDED"] * 11, *["CARD_PAUSED"] * 4,
     ]  # fmt: skip
 
 
@@ -225,3 +226,12 @@ def test_a_stripe_authorization_held_for_more_is_approved_by_the_issuer_and_for_
         (AuthorizationApprovedByIssuer, Money.of(900, "USD")),
         (AuthorizationReversed, Money.of(200, "USD")),
     ]
+
+
+def test_merchant_countries_are_read_as_alpha_2_from_either_issuers_code() -> None:
+    """Stripe's alpha-2 and Lithic's alpha-3 both become the alpha-2 code country rules name; an
+    unknown or malformed code is no country (an allow list then declines it).
+    """
+    assert [_alpha_2(code) for code in ("US", "ca", "USA", "deu", " FRA ", "XXX", "U1", "", None)] == [
+        "US", "CA", "US", "DE", "FR", None, None, None, None,
+    ]  # fmt: skip
