@@ -36,7 +36,7 @@ def _malformed(topic: Topic, rng: random.Random) -> list[tuple[bytes, bytes]]:
     body = json.loads(serialize(good))
     records = [(key, b"{not json"), (key, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))]
     dropped = rng.choice(sorted(body))
-    changes: list[dict[str, object]] = [{"wallet_id": rng.randrange(10**6)}, {"schema_version": 2},
+    changes: list[dict[str, object]] = [{"wallet_id": rng.randrange(10**6)}, {"schema_version": 3},
                                         {"event_id": "not-a-uuid"}]  # fmt: skip
     records.append((key, json.dumps({k: v for k, v in body.items() if k != dropped}).encode()))
     records += [(key, json.dumps(body | change).encode()) for change in changes]
