@@ -79,8 +79,8 @@ stop: ## stop what `make run` started (from another terminal)
 	@deploy/stop.sh
 
 .PHONY: chaos
-chaos: infra-up ## seeded chaos run (SEED=n SECONDS=s): the services under faults, judged by an oracle
-	@$(PY) -m chaos $(if $(SEED),--seed $(SEED)) $(if $(SECONDS),--seconds $(SECONDS))
+chaos: infra-up ## seeded chaos run (SEED=n SECONDS=s; EVENTS=100000 for the long one): services under faults, judged by an oracle
+	@$(PY) -m chaos $(if $(SEED),--seed $(SEED)) $(if $(SECONDS),--seconds $(SECONDS)) $(if $(EVENTS),--events $(EVENTS) --wallets $(or $(WALLETS),500) --rate $(or $(RATE),120) --fault-every $(or $(FAULT_EVERY),15) --report-every 60 $(if $(SECONDS),,--seconds 1500))
 
 .PHONY: soak
 soak: infra-up ## long steady run with periodic faults, memory printed each minute (MINUTES=30; not in CI)

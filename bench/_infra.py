@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +158,13 @@ def _role(pid: int, seen: _Seen) -> str | None:
 
 
 @asynccontextmanager
-async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[Settings]:
+async def fresh_database(
+    base: Settings, label: str = "bench", keep: Callable[[], bool] = lambda: False
+) -> AsyncIterator[Settings]:
     """A new database for this run (so no earlier run's decisions answer this one's requests).
 
-    At the end the database is dropped and the run's topics (named with its prefix) deleted.
+    At the end the database is dropped and the run's topics (named with its prefix) deleted, unless
+    `keep()` says to keep them (a failed chaos run, to look into): then their names are printed.
     """
     url = base.database_url.get_secret_value()
     name = f"pursestrings_{label}_{uuid.uuid4().hex[:8]}"
@@ -176,8 +179,11 @@ async def fresh_database(base: Settings, label: str = "bench") -> AsyncIterator[
             await connection.close()
         yield base.model_copy(update={"database_url": SecretStr(fresh)})
     finally:
-        await _drop_database(url, name)
-        await delete_topics_with_prefix(base.kafka_bootstrap_servers, base.topic_prefix)
+        if keep():
+            print(f"{label}: kept database {name} and topics {base.topic_prefix}.*", file=sys.stderr)
+        else:
+            await _drop_database(url, name)
+            await delete_topics_with_prefix(base.kafka_bootstrap_servers, base.topic_prefix)
 
 
 async def _drop_database(url: str, name: str) -> None:

@@ -20,6 +20,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     parser.add_argument("--seconds", type=float, default=90.0, help="how long the storm lasts")
+    parser.add_argument("--events", type=int, default=0, help="run until this many events (at most --seconds)")
     parser.add_argument("--wallets", type=int, default=12)
     parser.add_argument("--rate", type=float, default=80.0, help="workload actions per second")
     parser.add_argument("--fault-every", type=float, default=5.0, help="mean seconds between faults")
@@ -30,8 +31,10 @@ def main() -> int:
     configure_logging("warning")
     faults = tuple(f for f in options.faults.split(",") if f) or Config(seed=seed).faults
     config = Config(faults=faults, seed=seed, wallets=options.wallets, seconds=options.seconds, rate_per_s=options.rate,
-                    fault_every_s=options.fault_every, report_every_s=options.report_every)  # fmt: skip
-    summary = asyncio.run(run(config))
+                    fault_every_s=options.fault_every, report_every_s=options.report_every,
+                    events=options.events)  # fmt: skip
+    command = " ".join(["python -m chaos", *sys.argv[1:]])
+    summary = asyncio.run(run(config, command=command))
     print(summary_line(summary))
     return 0 if summary["passed"] else 1
 

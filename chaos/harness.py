@@ -55,6 +55,7 @@ MERCHANTS = (
 )
 _log = get_logger("chaos")
 WEBHOOK_PREFIX = "iauth_chaos_"  # authorization ids asked through the gateway's webhook
+SENT_KEPT = 20_000  # messages kept for redelivery (a uniform sample of all sent)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Config:
 
     seed: int
     wallets: int = 8
-    seconds: float = 40.0
+    seconds: float = 40.0  # how long the storm lasts; with `events`, the most it may last
+    events: int = 0  # when set, the storm lasts until this many events were sent (or `seconds` passed)
     rate_per_s: float = 60.0  # workload actions per second
     fault_every_s: float = 6.0  # mean time between faults
     deadline_ms: int = 600
@@ -95,6 +97,8 @@ class Tally:
     webhook_reasons: dict[str, str] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
     faults: list[str] = field(default_factory=list)
+    # What was in flight when each fault struck (`Workload.in_flight`), in the order they struck.
+    struck: list[dict[str, Any]] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
 
@@ -179,11 +183,19 @@ class Workload:
         self.wallets = [f"cw{index}" for index in range(config.wallets)]
         self.cards = {w: [f"{w}-c{n}" for n in range(2)] for w in self.wallets}
         self.approved: dict[str, AuthorizationDecided] = {}  # first approvals seen on auth.decisions
+        self.decided: set[str] = set()  # every authorization id with a decision on auth.decisions
+        # Approvals not settled yet, in the order they were seen (a list, for a seeded choice in O(1)
+        # at any scale), and each one's place in it.
+        self._open: list[str] = []
+        self._open_at: dict[str, int] = {}
         # Authorizations the issuer approved without asking (stand-ins): id → (wallet, card, amount).
         self._stand_ins: dict[str, tuple[str, str, int]] = {}
         self._settled: set[str] = set()  # authorizations with a final clearing or a full reversal
         self._cleared: dict[str, int] = {}
-        self._sent: list[tuple[Topic, Message]] = []  # for redelivery
+        # Messages sent, for redelivery: a uniform sample of at most SENT_KEPT of them (reservoir), so
+        # a long run redelivers old messages as well as new ones without keeping every message.
+        self._sent: list[tuple[Topic, Message]] = []
+        self._sent_count = 0
         self._webhooks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -217,7 +229,63 @@ class Workload:
                 await asyncio.sleep(0.5)
         self._tally.events += 1
         if remember:
+            self._remember(topic, message)
+
+    def _remember(self, topic: Topic, message: Message) -> None:
+        """Keep `message` in the redelivery sample (reservoir sampling: every message sent has the
+        same chance to be in it).
+        """
+        self._sent_count += 1
+        if len(self._sent) < SENT_KEPT:
             self._sent.append((topic, message))
+            return
+        slot = self._rng.randrange(self._sent_count)
+        if slot < SENT_KEPT:
+            self._sent[slot] = (topic, message)
+
+    def seen_approved(self, decision: AuthorizationDecided) -> None:
+        """The follower saw `decision` approved (an authorization's own, not an increment's)."""
+        authorization_id = decision.issuer_authorization_id
+        if authorization_id in self.approved:
+            return
+        self.approved[authorization_id] = decision
+        if authorization_id not in self._settled:
+            self._open_at[authorization_id] = len(self._open)
+            self._open.append(authorization_id)
+
+    def _settle(self, authorization_id: str) -> None:
+        """`authorization_id` is settled (a final clearing or a full reversal): no longer open."""
+        self._settled.add(authorization_id)
+        at = self._open_at.pop(authorization_id, None)
+        if at is None:
+            return
+        last = self._open.pop()
+        if last != authorization_id:
+            self._open[at] = last
+            self._open_at[last] = at
+
+    def _pick_open(self, also: Callable[[str], bool] = lambda _: True) -> AuthorizationDecided | None:
+        """A seeded choice among the open approvals the issuer knows as approved (and `also`), or None
+        when a few draws find none.
+        """
+        for _ in range(8):
+            if not self._open:
+                return None
+            authorization_id = self._open[self._rng.randrange(len(self._open))]
+            if self._issuer_approved(authorization_id) and also(authorization_id):
+                return self.approved[authorization_id]
+        return None
+
+    def in_flight(self) -> dict[str, int]:
+        """What is in flight now: requests sent and not decided yet, webhooks not answered yet, and
+        approvals not settled yet.
+        """
+        return {
+            "events_so_far": self._tally.events,
+            "requests_undecided": len(self._tally.requested - self.decided),
+            "webhooks_in_flight": len(self._webhooks),
+            "approvals_open": len(self._open),
+        }
 
     def _fields(self, wallet_id: str) -> dict[str, Any]:
         return {"command_id": uuid.uuid4(), "wallet_id": wallet_id, "actor": "chaos", "issued_at": datetime.now(UTC)}
@@ -225,8 +293,9 @@ class Workload:
     def setup_commands(self) -> list[Message]:
         """Wallets with a rolling cap, a funded and an unfunded card each, and bound traces."""
         commands: list[Message] = []
-        for wallet_id in self.wallets:
-            cap = self._rng.randrange(2_000, 8_000)
+        for number, wallet_id in enumerate(self.wallets):
+            # One wallet in three has a tight cap (a few purchases fill it): contended from the start.
+            cap = self._rng.randrange(500, 1_500) if number % 3 == 2 else self._rng.randrange(2_000, 8_000)
             commands.append(CreateWallet(**self._fields(wallet_id), caps=WalletCaps(rolling_24h=_usd(cap))))
             for index, card_id in enumerate(self.cards[wallet_id]):
                 funded = _usd(self._rng.randrange(1_000, 4_000)) if index == 0 else None
@@ -281,10 +350,9 @@ class Workload:
         """An incremental authorization of an open approval (a hotel's extra night): by webhook as
         Stripe asks it when the approval came that way, else on Kafka as the gateway asks it.
         """
-        open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
-        if not open_:
+        decision = self._pick_open()
+        if decision is None:
             return
-        decision = self.approved[self._rng.choice(sorted(open_))]
         amount = self._rng.randrange(10, 400)
         if decision.issuer_authorization_id.startswith(WEBHOOK_PREFIX):
             event = stripe_incremental_request(
@@ -341,10 +409,9 @@ class Workload:
         self._tally.webhooks_unanswered.append(authorization_id)
 
     async def _lifecycle(self) -> None:
-        open_ = [a for a in self.approved if a not in self._settled and self._issuer_approved(a)]
         roll = self._rng.random()
         if roll < 0.05:
-            await self._stand_in(open_)
+            await self._stand_in()
             return
         if roll < 0.1:
             wallet_id = self._rng.choice(self.wallets)
@@ -354,9 +421,9 @@ class Workload:
                 occurred_at=datetime.now(UTC), issuer_transaction_id=f"ft-{uuid.uuid4().hex[:10]}",
                 amount=_usd(self._rng.randrange(10, 300)), merchant=self._rng.choice(MERCHANTS)))  # fmt: skip
             return
-        if not open_:
+        decision = self._pick_open()
+        if decision is None:
             return
-        decision = self.approved[self._rng.choice(sorted(open_))]
         held = decision.amount.amount_minor
         base: dict[str, Any] = {"event_id": uuid.uuid4(), "wallet_id": decision.wallet_id,
                                 "card_id": decision.card_id, "issuer": Issuer.STRIPE, "occurred_at": datetime.now(UTC),
@@ -369,13 +436,13 @@ class Workload:
                 **base, issuer_transaction_id=transaction_id, amount=_usd(amount), final=final))  # fmt: skip
             self._cleared[decision.issuer_authorization_id] = amount
             if final:
-                self._settled.add(decision.issuer_authorization_id)
+                self._settle(decision.issuer_authorization_id)
         elif roll < 0.85:
             full = self._rng.random() < 0.6
             amount = held if full else self._rng.randrange(1, held + 1)
             await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(**base, amount=_usd(amount), full=full))
             if full:
-                self._settled.add(decision.issuer_authorization_id)
+                self._settle(decision.issuer_authorization_id)
         elif decision.issuer_authorization_id in self._cleared:
             base.pop("issuer_authorization_id")
             await self.send(Topic.ISSUER_EVENTS, RefundPosted(
@@ -383,15 +450,14 @@ class Workload:
                 issuer_authorization_id=decision.issuer_authorization_id,
                 amount=_usd(self._rng.randrange(1, self._cleared[decision.issuer_authorization_id] + 1))))  # fmt: skip
 
-    async def _stand_in(self, open_: list[str]) -> None:
+    async def _stand_in(self) -> None:
         """An authorization the issuer approved without asking us: held whatever the caps (the
         oracle counts it as exposure for every approval after it), reversed at the end. One time in
         three, an increment the issuer approved on an open authorization of ours instead: its hold
         grows to the new total.
         """
-        grown = [a for a in open_ if not a.startswith(WEBHOOK_PREFIX)]
-        if grown and self._rng.random() < 1 / 3:
-            decision = self.approved[self._rng.choice(sorted(grown))]
+        decision = self._pick_open(lambda a: not a.startswith(WEBHOOK_PREFIX)) if self._rng.random() < 1 / 3 else None
+        if decision is not None:
             self._tally.stand_ins += 1
             total = decision.amount.amount_minor + self._rng.randrange(10, 300)
             await self.send(Topic.ISSUER_EVENTS, AuthorizationApprovedByIssuer(
@@ -457,7 +523,7 @@ class Workload:
                 event_id=uuid.uuid4(), wallet_id=decision.wallet_id, card_id=decision.card_id, issuer=Issuer.STRIPE,
                 occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id,
                 amount=decision.amount, full=True))  # fmt: skip
-            self._settled.add(authorization_id)
+            self._settle(authorization_id)
         for authorization_id, (wallet_id, card_id, amount) in sorted(self._stand_ins.items()):
             await self.send(Topic.ISSUER_EVENTS, AuthorizationReversed(
                 event_id=uuid.uuid4(), wallet_id=wallet_id, card_id=card_id, issuer=Issuer.STRIPE,
@@ -475,9 +541,12 @@ async def follow_decisions(settings: Settings, workload: Workload, stop: asyncio
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     decision = parse(Topic.AUTH_DECISIONS, record.value or b"")
+                    if not isinstance(decision, AuthorizationDecided):
+                        continue
+                    workload.decided.add(decision.issuer_authorization_id)
                     # An increment's hold is its authorization's: settled with it, never on its own.
-                    if isinstance(decision, AuthorizationDecided) and decision.approved and not decision.increment_of:
-                        workload.approved.setdefault(decision.issuer_authorization_id, decision)
+                    if decision.approved and not decision.increment_of:
+                        workload.seen_approved(decision)
     finally:
         await consumer.stop()
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,17 +41,28 @@ _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_
 class Faults:
     """Seeded faults, one at a time, at seeded moments."""
 
-    def __init__(self, processes: Processes, config: Config, rng: random.Random, tally: Tally) -> None:
+    def __init__(
+        self,
+        processes: Processes,
+        config: Config,
+        rng: random.Random,
+        tally: Tally,
+        in_flight: Callable[[], dict[str, int]] = dict,
+    ) -> None:
         self._processes, self._config, self._rng, self._tally = processes, config, rng, tally
+        self._in_flight = in_flight
 
-    async def run(self, until: float) -> None:
-        """Inject faults until `until` (monotonic seconds)."""
-        while time.monotonic() < until:
+    async def run(self, over: Callable[[], bool]) -> None:
+        """Inject faults until the storm is `over`, noting what was in flight when each struck."""
+        started = time.monotonic()
+        while not over():
             await asyncio.sleep(self._rng.expovariate(1 / self._config.fault_every_s))
-            if time.monotonic() >= until:
+            if over():
                 return
             fault = self._rng.choice(self._config.faults)
             self._tally.faults.append(fault)
+            self._tally.struck.append({"fault": fault, "at_s": round(time.monotonic() - started, 1),
+                                       **self._in_flight()})  # fmt: skip
             _log.info("chaos_fault", fault=fault)
             await getattr(self, fault)()
 
@@ -134,8 +147,7 @@ async def _quiet_end(settings: Settings, workload: Workload, processes: Processe
     await workload.stop()
 
     async def all_decided() -> bool:
-        decided = {d.issuer_authorization_id for d in await read_topic(settings, Topic.AUTH_DECISIONS)}
-        return tally.requested <= decided
+        return tally.requested <= workload.decided  # the follower reads auth.decisions as they come
 
     phase = time.monotonic()
     try:
@@ -198,18 +210,23 @@ async def _diagnose_undecided(settings: Settings, processes: Processes, tally: T
     await asyncio.sleep(1)  # the task dumps reach the logs
 
 
-async def run(config: Config, base: Settings | None = None, results: Path = RESULTS) -> dict[str, Any]:
+async def run(
+    config: Config, base: Settings | None = None, results: Path = RESULTS, command: str | None = None
+) -> dict[str, Any]:
     """The whole run (on a database made next to `base`'s); returns the summary, also written to
     chaos/results/latest.json.
     """
     base = base or load_settings("pursestrings-chaos")
     scratch = base.model_copy(update={"topic_prefix": f"chaos-{uuid.uuid4().hex[:8]}", "kafka_partitions": 6})
-    # Its own database and topics, dropped and deleted at the end (the logs stay, named in the summary).
-    async with fresh_database(scratch, "chaos") as settings:
-        return await _storm(config, settings, results)
+    # Its own database and topics, dropped and deleted at the end (the logs stay, named in the summary),
+    # kept when the run failed, to look into.
+    outcome: dict[str, Any] = {}
+    async with fresh_database(scratch, "chaos", keep=lambda: outcome.get("passed") is False) as settings:
+        outcome = await _storm(config, settings, results, command)
+    return outcome
 
 
-async def _storm(config: Config, settings: Settings, results: Path) -> dict[str, Any]:
+async def _storm(config: Config, settings: Settings, results: Path, command: str | None) -> dict[str, Any]:
     await prepare(settings)
     # Two generators from the seed: the faults' schedule (which fault, when, for how long) does not
     # depend on how many draws the workload made by then, so a seed names the same faults again.
@@ -223,18 +240,26 @@ async def _storm(config: Config, settings: Settings, results: Path) -> dict[str,
         await processes.gateway_ready()
         workload = Workload(settings, config, rng, tally, processes.gateway_url)
         await workload.start()
-        for command in workload.setup_commands():
-            await workload.send(Topic.WALLET_COMMANDS, command, remember=False)
+        for setup in workload.setup_commands():
+            await workload.send(Topic.WALLET_COMMANDS, setup, remember=False)
         stop_following = asyncio.Event()
         follower = asyncio.create_task(follow_decisions(settings, workload, stop_following))
         until = time.monotonic() + config.seconds
-        faults = asyncio.create_task(Faults(processes, config, fault_rng, tally).run(until))
+
+        def over() -> bool:
+            return time.monotonic() >= until or 0 < config.events <= tally.events
+
+        faults = asyncio.create_task(Faults(processes, config, fault_rng, tally, workload.in_flight).run(over))
         reporter = (
             asyncio.create_task(_report(processes, tally, config.report_every_s)) if config.report_every_s else None
         )
-        while time.monotonic() < until:
+        # Paced by a schedule (a Poisson process at `rate_per_s`), not by sleeping after each step, so
+        # the time a step takes does not lower the rate; a step that fell behind is not made up in a burst.
+        next_at = time.monotonic()
+        while not over():
             await workload.step()
-            await asyncio.sleep(rng.expovariate(config.rate_per_s))
+            next_at = max(next_at + rng.expovariate(config.rate_per_s), time.monotonic() - 1)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await faults
         if reporter is not None:
             reporter.cancel()
@@ -246,7 +271,7 @@ async def _storm(config: Config, settings: Settings, results: Path) -> dict[str,
         tally.phases["oracle_s"] = round(time.monotonic() - phase, 1)
     finally:
         processes.stop_all()
-    return _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results)
+    return _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results, command=command)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -272,13 +297,28 @@ async def _report(processes: Processes, tally: Tally, every_s: float) -> None:
               f"duplicates={tally.duplicates} rss_mb={memory}", flush=True)  # fmt: skip
 
 
+def fault_table(struck: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per fault: how often it struck, and what was in flight when it did (the most, and in all)."""
+    table: dict[str, dict[str, int]] = {}
+    for entry in struck:
+        row = table.setdefault(entry["fault"], {"struck": 0})
+        row["struck"] += 1
+        for name in ("requests_undecided", "webhooks_in_flight", "approvals_open"):
+            row[f"{name}_max"] = max(row.get(f"{name}_max", 0), entry.get(name, 0))
+            row[f"{name}_total"] = row.get(f"{name}_total", 0) + entry.get(name, 0)
+    return dict(sorted(table.items()))
+
+
 def _summary(
-    config: Config, tally: Tally, verdict: Verdict, seconds: float, *, logs: Path, results: Path
+    config: Config, tally: Tally, verdict: Verdict, seconds: float, *, logs: Path, results: Path, command: str | None
 ) -> dict[str, Any]:
     figures = asdict(verdict) | {"webhooks_unanswered": len(tally.webhooks_unanswered)}
     details = figures.pop("details") | {"webhooks_unanswered": tally.webhooks_unanswered[:20]}
     summary = {
         "seed": config.seed,
+        "command": command,
+        "cores": os.cpu_count(),
+        "wallets": config.wallets,
         "events": tally.events,
         "kills": tally.kills,
         "restarts": tally.restarts,
@@ -296,6 +336,8 @@ def _summary(
         "seconds": round(seconds, 1),
         "config": {k: v for k, v in asdict(config).items() if k != "seed"},
         "faults": tally.faults,
+        "fault_table": fault_table(tally.struck),
+        "struck": tally.struck,
         "phases": tally.phases,
         "memory_mb": tally.memory,
         "details": details,
