@@ -82,6 +82,12 @@ ACK_TIMEOUTS = 3
 NEVER_LOADED = datetime(1970, 1, 1, tzinfo=UTC)
 # How often idle wallets are checked for holds past their expiry.
 SWEEP_INTERVAL = timedelta(seconds=60)
+# Outbox rows still unpublished this long after their commit are published again, by whichever
+# instance looks (`_relay_stranded`, this often): no live instance is still sending them. A commit
+# that went through while its client saw an error (a timeout as a paused instance resumed, the
+# connection lost after COMMIT) leaves its rows for nobody: its batch is read again and found
+# applied, so it publishes nothing, and the relay at start waits for a restart (issue 22).
+STRANDED_AFTER = timedelta(seconds=10)
 # How often the consumer lag gauge is worked out (it reads every assigned partition).
 LAG_EVERY_MS = 1_000
 BATCH_MAX_RECORDS = 500
@@ -211,7 +217,7 @@ class Authorizer:
         forget rows past their retention beside the batches rather than between them: deleting a
         minute's worth of old rows takes long enough to miss an issuer's deadline (decision 0005).
         """
-        last_sweep = self._clock()
+        last_sweep = last_relay = self._clock()
         forgetting: asyncio.Task[None] | None = None
         try:
             while True:
@@ -219,6 +225,9 @@ class Authorizer:
                     await self._drain()
                     await self._recover_publishing()
                 await self.process_batch()
+                if self._clock() - last_relay >= STRANDED_AFTER:
+                    last_relay = self._clock()
+                    await self._relay_stranded()
                 if self._clock() - last_sweep >= SWEEP_INTERVAL:
                     last_sweep = self._clock()
                     if forgetting is None or forgetting.done():
@@ -821,9 +830,27 @@ class Authorizer:
             async with asyncio.timeout(self._send_timeout_s):
                 await producer.stop()
 
-    async def _relay_unpublished(self) -> None:
-        """Publish what a previous run committed but could not send (a crash between the two)."""
-        while rows := await self._store.unpublished():
+    async def _relay_stranded(self) -> None:
+        """Publish outbox rows left unpublished past `STRANDED_AFTER`, after recording what this
+        instance has published (so that only rows nobody is sending are sent again). Consumers take
+        repeats; if Postgres or Kafka fails meanwhile, the rows wait for the next look.
+        """
+        if self._publish_failed or not await self._drain():
+            return
+        await self._confirmed()
+        try:
+            if self._published:
+                await self._store.mark_published(self._published)
+                self._published = []
+            await self._relay_unpublished(STRANDED_AFTER)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            _log.warning("stranded_rows_kept", error=_describe(error))
+
+    async def _relay_unpublished(self, older_than: timedelta = timedelta(0)) -> None:
+        """Publish what was committed but not sent (a crash between the two), committed at least
+        `older_than` ago.
+        """
+        while rows := await self._store.unpublished(older_than=older_than):
             await self._publish(rows)
             await self._confirmed()
             if not self._published:

@@ -357,13 +357,15 @@ class Store:
             if count < chunk:
                 return deleted
 
-    async def unpublished(self, limit: int = 1_000) -> list[OutboxRow]:
-        """Rows committed but not yet published (after a crash between commit and publish)."""
+    async def unpublished(self, limit: int = 1_000, older_than: timedelta = timedelta(0)) -> list[OutboxRow]:
+        """Rows committed but not yet published (after a crash between commit and publish), committed
+        at least `older_than` ago by Postgres's clock.
+        """
         rows = await self._pool.fetch(
             """SELECT outbox_id, topic, message_key, payload FROM authorizer.outbox
-               WHERE published_at IS NULL ORDER BY outbox_id LIMIT $1""",
-            limit,
-        )
+               WHERE published_at IS NULL AND created_at <= now() - $2::interval ORDER BY outbox_id LIMIT $1""",
+            limit, older_than,
+        )  # fmt: skip
         return [OutboxRow(r["outbox_id"], r["topic"], r["message_key"].encode(), r["payload"].encode()) for r in rows]
 
     async def mark_published(self, outbox_ids: list[int]) -> None:
