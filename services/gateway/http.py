@@ -51,6 +51,9 @@ from services.platform.settings import Settings
 from services.platform.web import health_routes
 
 _log = get_logger("gateway.http")
+# The largest webhook body read: an issuer's event is a few KB (Stripe's authorization with its
+# request history, ~10 KB); anything far larger is refused 413 before its signature is checked.
+MAX_WEBHOOK_BYTES = 256 * 1024
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -71,6 +74,10 @@ class Reply(NamedTuple):
 
 def _refused(status: int, error: str, detail: str) -> Reply:
     return Reply(status, {"error": error, "detail": detail}, {})
+
+
+def _too_large() -> Reply:
+    return _refused(413, "payload_too_large", f"a webhook body is at most {MAX_WEBHOOK_BYTES} bytes")
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,8 @@ class _Webhooks:
         issuer = endpoint.issuer
         if endpoint.secret is None:
             return _refused(503, "not_configured", f"set PURSESTRINGS_{issuer.value.upper()}_WEBHOOK_SECRET")
+        if len(body) > MAX_WEBHOOK_BYTES:
+            return _too_large()
         try:
             endpoint.verify(headers, endpoint.secret, body)
         except SignatureInvalid as error:
@@ -209,6 +218,9 @@ class GatewayApp(FastAPI):
                 return  # the issuer gave up before sending the body: nothing was read, nothing to answer
             body += message.get("body", b"")
             more = message.get("more_body", False)
+            if len(body) > MAX_WEBHOOK_BYTES:  # refused without reading the rest
+                await _send(_too_large(), send)
+                return
         reply = await webhooks.process(endpoint, Headers(scope=scope), body)
         await _send(reply, send)
 

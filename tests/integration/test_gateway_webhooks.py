@@ -25,6 +25,7 @@ from services.authorizer.runtime import Authorizer
 from services.gateway.answer_log import LOOKUP_KEYS, AnswerLookups
 from services.gateway.answering import Answering
 from services.gateway.directory import CardDirectory
+from services.gateway.signatures import STRIPE_HEADER, sign_stripe
 from services.gateway.simulator import (
     MerchantData,
     Signed,
@@ -622,3 +623,19 @@ async def test_recorded_answers_are_found_in_groups_on_postgres(pool: asyncpg.Po
     assert [None if row is None else row[1] for row in found] == expected
     assert await lookups.find(Issuer.STRIPE.value, "iauth_g2") == (False, "deadline_exceeded", "gateway", "tok", 100,
                                                                     "USD")  # fmt: skip
+
+
+async def test_an_oversized_or_deeply_nested_body_is_refused_and_nothing_breaks(gateway: httpx.AsyncClient) -> None:
+    """A signed 1 MiB body is refused 413 unread (no signature checked, nothing parsed); a signed
+    body nested 100,000 levels deep is refused 400; the gateway goes on answering.
+    """
+    padding = {"type": "issuing_authorization.request", "pad": "x" * (1024 * 1024)}
+    nested = b"[" * 100_000 + b"]" * 100_000
+    stamp = int(time.time())
+    deep = Signed("/webhooks/stripe", nested, {STRIPE_HEADER: sign_stripe(nested, STRIPE_SECRET, stamp)})
+    big = await _post(gateway, sign_for_stripe(padding, STRIPE_SECRET))
+    deeply = await _post(gateway, deep)
+    health = await gateway.get("/healthz")
+    assert (big.status_code, big.json()["error"]) == (413, "payload_too_large")
+    assert (deeply.status_code, deeply.json()["error"]) == (400, "invalid_request")
+    assert health.status_code == 200
