@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from schemas.policies import CardCaps, WalletCaps
 from schemas.registry import Message, parse, serialize
 from schemas.topics import Topic, message_key, topic_name
 from schemas.wallet import BindTrace, CreateCard, CreateWallet, FreezeCard, RaiseCap, UnfreezeCard, UpdateCaps
+from services.gateway.signatures import STRIPE_HEADER, sign_stripe
 from services.gateway.simulator import sign_for_stripe, stripe_authorization_request, stripe_incremental_request
 from services.platform.kafka import create_consumer, create_producer, ensure_topics, project_topics
 from services.platform.logging import get_logger
@@ -70,6 +72,7 @@ class Config:
     fault_every_s: float = 6.0  # mean time between faults
     deadline_ms: int = 600
     report_every_s: float = 0.0  # a soak prints progress and memory this often (0: never)
+    bad_input_share: float = 0.06  # of the workload's actions: webhooks that must be refused or declined
     faults: tuple[str, ...] = (
         "kill_authorizer", "second_authorizer", "stall_authorizer", "kill_ledger", "kill_gateway",
         "kill_notifier", "restart_postgres", "restart_kafka", "zombie_authorizer",
@@ -101,6 +104,10 @@ class Tally:
     struck: list[dict[str, Any]] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    # Bad input sent on purpose, by kind: how many, and how many got the refusal or decline expected.
+    bad_inputs: dict[str, dict[str, int]] = field(default_factory=dict)
+    bad_input_surprises: list[str] = field(default_factory=list)  # kind, status and body of the rest
+    crashed: list[str] = field(default_factory=list)  # processes that exited on their own
 
 
 class Processes:
@@ -120,9 +127,16 @@ class Processes:
             PURSESTRINGS_LEDGER_HEALTH_PORT="0",
         )
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.crashed: list[str] = []  # "name (exit code)" of each process found exited on its own
+
+    def _note_exit(self, name: str) -> None:
+        process = self.running.get(name)
+        if process is not None and process.poll() is not None:
+            self.crashed.append(f"{name} ({process.returncode})")
 
     def start(self, name: str) -> None:
         """Start (or restart) `name`: authorizer, authorizer-2, ledger, gateway or notifier."""
+        self._note_exit(name)
         module = "services." + name.split("-", maxsplit=1)[0]
         self.running[name] = start(module, self._env, self._logs / f"{name}.log")
 
@@ -134,8 +148,21 @@ class Processes:
 
     def kill(self, name: str) -> None:
         """Kill -9, and wait for it to be gone."""
+        self._note_exit(name)
         process = self.running.pop(name, None)
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop(self, name: str, grace_s: float) -> None:
+        """SIGTERM `name`; kill -9 it if it is still there after `grace_s` (a leaving instance)."""
+        process = self.running.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
 
@@ -315,6 +342,9 @@ class Workload:
 
     async def step(self) -> None:
         """One seeded action."""
+        if self._rng.random() < self._config.bad_input_share:
+            self._spawn(self._bad_input(self._rng.choice(BAD_INPUTS)))
+            return
         roll = self._rng.random()
         wallet_id = self._rng.choice(self.wallets)
         if roll < 0.37:
@@ -501,6 +531,62 @@ class Workload:
         self._tally.duplicates += 1
         await self.send(topic, message, remember=False)
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._webhooks.add(task)
+        task.add_done_callback(self._webhooks.discard)
+
+    def _bad_webhook(self, kind: str) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one bad webhook of `kind` (see BAD_INPUTS)."""
+        wallet_id = self._rng.choice(self.wallets)
+        token = f"tok-{self._rng.choice(self.cards[wallet_id])}"
+        authorization_id = f"iauth_bad_{self._rng.getrandbits(48):012x}"
+        event = stripe_authorization_request(authorization_id, token, self._rng.randrange(50, 1_500))
+        stamp = int(time.time())
+        body = json.dumps(event).encode()
+        if kind == "malformed":
+            body = b'{"type": "issuing_authorization.request", "data": {"object": ' + body[:40]
+        elif kind == "oversized":
+            body = json.dumps(event | {"padding": "x" * (1024 * 1024)}).encode()
+        elif kind == "nested":
+            body = b"[" * 50_000 + b"]" * 50_000
+        elif kind == "unknown_card":
+            body = json.dumps(stripe_authorization_request(authorization_id, "tok-nobody", 100)).encode()
+        elif kind == "wrong_currency":  # a currency the wallet has no rate for: declined, never held
+            body = json.dumps(stripe_authorization_request(authorization_id, token, 500, currency="jpy")).encode()
+        elif kind == "replayed":
+            stamp -= 3_600  # a captured request sent again an hour later
+        headers = {"Content-Type": "application/json"}
+        if kind != "unsigned":
+            secret = "whsec_not_ours" if kind == "bad_signature" else STRIPE_SECRET
+            headers[STRIPE_HEADER] = sign_stripe(body, secret, stamp)
+        return body, headers
+
+    async def _bad_input(self, kind: str) -> None:
+        """POST one bad webhook (retried only while the gateway is down) and tally whether it got the
+        refusal or the decline its kind must get; anything else is a surprise, kept for the report.
+        """
+        body, headers = self._bad_webhook(kind)
+        counts = self._tally.bad_inputs.setdefault(kind, {"sent": 0, "as_expected": 0})
+        counts["sent"] += 1
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(60):
+                try:
+                    response = await client.post(f"{self._gateway_url}/webhooks/stripe", content=body, headers=headers)
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.5)
+                    continue
+                if response.status_code in (502, 503):
+                    await asyncio.sleep(0.5)  # starting: the gateway says so, an issuer retries
+                    continue
+                self._tally.events += 1
+                if _as_expected(kind, response):
+                    counts["as_expected"] += 1
+                else:
+                    self._tally.bad_input_surprises.append(f"{kind}: {response.status_code} {response.text[:200]}")
+                return
+        self._tally.bad_input_surprises.append(f"{kind}: never answered")
+
     def _issuer_approved(self, authorization_id: str) -> bool:
         """Whether the issuer would settle this authorization: one asked on Kafka (no issuer answer to
         wait for), or a webhook answered approved. A webhook answered decline (the deadline, say) is
@@ -529,6 +615,39 @@ class Workload:
                 event_id=uuid.uuid4(), wallet_id=wallet_id, card_id=card_id, issuer=Issuer.STRIPE,
                 occurred_at=datetime.now(UTC), issuer_authorization_id=authorization_id, amount=_usd(amount),
                 full=True))  # fmt: skip
+
+
+# The bad webhooks the workload sends, and what each must get: refused before anything is read
+# (unsigned, a signature of another secret, an hour-old timestamp, too large), refused as unreadable
+# (malformed, nested 50,000 deep), or declined without a hold (a card not ours, a currency the
+# wallet has no rate for; at our deadline when a fault holds the authorizer up).
+BAD_INPUTS = ("malformed", "unsigned", "bad_signature", "replayed", "oversized", "nested", "unknown_card",
+              "wrong_currency")  # fmt: skip
+_REFUSALS = {
+    "malformed": (400, "invalid_request"),
+    "nested": (400, "invalid_request"),
+    "unsigned": (400, "signature_missing_header"),
+    "bad_signature": (400, "signature_mismatch"),
+    "replayed": (400, "signature_stale_timestamp"),
+    "oversized": (413, "payload_too_large"),
+}
+_DECLINES = {
+    "unknown_card": {"card_not_found"},
+    # No rate for it; or an earlier check declined first (the workload freezes cards), or our deadline.
+    "wrong_currency": {"fx_rate_missing", "card_frozen", "deadline_exceeded", "system_unavailable"},
+}
+
+
+def _as_expected(kind: str, response: httpx.Response) -> bool:
+    """Whether `response` is the refusal or the decline a bad webhook of `kind` must get."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if kind in _REFUSALS:
+        return (response.status_code, body.get("error")) == _REFUSALS[kind]
+    reason = body.get("metadata", {}).get("pursestrings_reason")
+    return response.status_code == 200 and body.get("approved") is False and reason in _DECLINES[kind]
 
 
 async def follow_decisions(settings: Settings, workload: Workload, stop: asyncio.Event) -> None:

@@ -35,7 +35,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 _log = get_logger("chaos")
 ZOMBIE_PAUSE_S = 13  # past aiokafka's default group session timeout (10 s)
 _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
-             "ledger_mismatches", "webhooks_unanswered")  # fmt: skip
+             "ledger_mismatches", "webhooks_unanswered", "bad_input_surprises", "processes_crashed")  # fmt: skip
 
 
 class Faults:
@@ -92,9 +92,7 @@ class Faults:
     async def second_authorizer(self) -> None:
         """A second authorizer joins the group (a rebalance), or leaves it (another)."""
         if "authorizer-2" in self._processes.running:
-            self._processes.signal("authorizer-2", signal.SIGTERM)
-            await asyncio.sleep(0.5)
-            self._processes.kill("authorizer-2")
+            await asyncio.to_thread(self._processes.stop, "authorizer-2", 0.5)
         else:
             self._processes.start("authorizer-2")
         self._tally.rebalances += 1
@@ -140,6 +138,8 @@ async def _down_and_up(script: Path) -> None:
 
 async def _quiet_end(settings: Settings, workload: Workload, processes: Processes, tally: Tally) -> None:
     """Every process up and resumed; every request decided; every hold settled and journaled."""
+    for name in processes.dead():
+        processes.start(name)  # noted as crashed: it exited on its own
     for name in ("authorizer", "ledger", "gateway", "notifier"):
         processes.signal(name, signal.SIGCONT)
         if name not in processes.running or processes.running[name].poll() is not None:
@@ -271,7 +271,10 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
         tally.phases["oracle_s"] = round(time.monotonic() - phase, 1)
     finally:
         processes.stop_all()
-    return _summary(config, tally, verdict, time.monotonic() - started, logs=logs, results=results, command=command)
+    return _summary(
+        config, tally, verdict, time.monotonic() - started, processes.crashed, logs=logs, results=results,
+        command=command,
+    )  # fmt: skip
 
 
 def rss_mb(pid: int) -> float | None:
@@ -310,10 +313,27 @@ def fault_table(struck: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _summary(
-    config: Config, tally: Tally, verdict: Verdict, seconds: float, *, logs: Path, results: Path, command: str | None
+    config: Config,
+    tally: Tally,
+    verdict: Verdict,
+    seconds: float,
+    crashed: list[str],
+    *,
+    logs: Path,
+    results: Path,
+    command: str | None,
 ) -> dict[str, Any]:
-    figures = asdict(verdict) | {"webhooks_unanswered": len(tally.webhooks_unanswered)}
-    details = figures.pop("details") | {"webhooks_unanswered": tally.webhooks_unanswered[:20]}
+    figures = asdict(verdict) | {
+        "webhooks_unanswered": len(tally.webhooks_unanswered),
+        "bad_input_surprises": len(tally.bad_input_surprises),
+        "processes_crashed": len(crashed),
+    }
+    details = figures.pop("details") | {
+        "webhooks_unanswered": tally.webhooks_unanswered[:20],
+        "bad_input_surprises": tally.bad_input_surprises[:20],
+        "processes_crashed": crashed,
+    }
+    bad_inputs = sum(counts["sent"] for counts in tally.bad_inputs.values())
     summary = {
         "seed": config.seed,
         "command": command,
@@ -331,6 +351,9 @@ def _summary(
         "postgres_restarts": tally.postgres_restarts,
         "kafka_restarts": tally.kafka_restarts,
         "webhook_answers": len(tally.webhook_answers),
+        "bad_inputs": bad_inputs,
+        "bad_input_share": round(bad_inputs / max(1, tally.events), 3),
+        "bad_inputs_by_kind": dict(sorted(tally.bad_inputs.items())),
         **figures,
         "passed": all(figures[name] == 0 for name in _FAILURES),
         "seconds": round(seconds, 1),
@@ -352,7 +375,7 @@ def _summary(
 def summary_line(summary: dict[str, Any]) -> str:
     """One line a human reads first; a failure names the seed that reproduces it."""
     names = ("events", "kills", "restarts", "rebalances", "duplicates", "stand_ins", "increments", "stalls", "zombies",
-             "postgres_restarts", "kafka_restarts", *_FAILURES, "late_approvals_released")  # fmt: skip
+             "postgres_restarts", "kafka_restarts", "bad_inputs", *_FAILURES, "late_approvals_released")  # fmt: skip
     figures = " ".join(f"{name}={summary[name]}" for name in names)
     verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"
     return f"chaos seed={summary['seed']} {figures} → {verdict}"

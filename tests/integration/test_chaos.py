@@ -1,6 +1,7 @@
 """A small seeded chaos run inside `make test` (`make chaos` runs a longer one): the services as
-processes under kills, a second authorizer, a stall past the deadline, and a Postgres restart; the
-oracle must find nothing wrong. The seed is in the failure message and in chaos/results/latest.json.
+processes under kills, a second authorizer, a stall past the deadline, and a Postgres restart, with
+bad webhooks among the traffic; the oracle must find nothing wrong. The seed is in the failure
+message and in chaos/results/latest.json.
 """
 
 from __future__ import annotations
@@ -31,3 +32,8 @@ async def test_a_short_storm_breaks_no_guarantee(
     assert summary["events"] > 100  # fewer while a broker restart or a zombie pause holds the storm up
     faults = ("kills", "rebalances", "stalls", "postgres_restarts", "kafka_restarts")
     assert sum(summary[fault] for fault in faults) > 0
+    # Bad webhooks among the traffic (unsigned, stale, oversized, nested, unknown card...): each got
+    # the refusal or decline its kind must get (a surprise fails `passed` above), none crashed anything.
+    by_kind = summary["bad_inputs_by_kind"]
+    assert summary["bad_inputs"] > 0
+    assert all(counts["as_expected"] == counts["sent"] for counts in by_kind.values()), by_kind
