@@ -632,7 +632,7 @@ _REFUSALS = {
     "oversized": (413, "payload_too_large"),
 }
 _DECLINES = {
-    "unknown_card": {"card_not_found"},
+    "unknown_card": {"card_not_found", "system_unavailable"},  # the latter while Postgres is away
     # No rate for it; or an earlier check declined first (the workload freezes cards), or our deadline.
     "wrong_currency": {"fx_rate_missing", "card_frozen", "deadline_exceeded", "system_unavailable"},
 }

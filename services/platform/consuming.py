@@ -105,7 +105,14 @@ class IdempotentConsumer:
                         consumer.seek(tp, partition_records[0].offset)
                     await asyncio.sleep(_RETRY_AFTER_S)
                     continue
-                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+                try:
+                    await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs})
+                except KafkaError as error:
+                    # A rebalance gave the partitions to another member (CommitFailedError), or the
+                    # broker is away: the batch took effect, its offsets are not recorded, and whoever
+                    # reads those partitions next gets it again (handlers are idempotent). It used to
+                    # end the process (a chaos run at scale, issue 22).
+                    self._log.warning(f"{self.name}_commit_refused", error=f"{type(error).__name__}: {error}"[:300])
             if after_batch is not None:
                 await after_batch()
 

@@ -5,9 +5,13 @@ new producer (the broker restarted) and the send goes again; the real restart is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, OutOfOrderSequenceNumber
 
 from schemas.topics import Topic
 from services.platform.consuming import IdempotentConsumer
@@ -98,3 +102,53 @@ async def test_the_ledger_and_notifier_consumer_renews_its_producer_too(monkeypa
     broken = consumer.producer = _Producer(OutOfOrderSequenceNumber())
     await consumer.send_and_wait("wallet.commands", b"raise", b"w1")
     assert (broken.stopped, fresh.sent, consumer.producer) == (True, [b"raise"], fresh)
+
+
+class _Consumer:
+    """Hands out `batches` one per poll, refusing the first commit with `refusal`, then stops the
+    run (a cancellation, as at shutdown).
+    """
+
+    def __init__(self, batches: list[dict[TopicPartition, list[Any]]], refusal: Exception) -> None:
+        self._batches = batches
+        self._refusal: Exception | None = refusal
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    async def getmany(self, **_: Any) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(0)
+        if not self._batches:
+            raise asyncio.CancelledError
+        return self._batches.pop(0)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await asyncio.sleep(0)
+        if self._refusal is not None:
+            refusal, self._refusal = self._refusal, None
+            raise refusal
+        self.committed.append(offsets)
+
+
+@pytest.mark.parametrize("refusal", [CommitFailedError("rebalanced"), KafkaConnectionError("broker away")])
+async def test_a_commit_refused_after_a_rebalance_does_not_end_the_consumer(
+    monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    """A chaos run at scale ended the notifier: its commit came after a rebalance had given its
+    partitions to another member (CommitFailedError), and the error ended the process. The batch
+    took effect (handlers are idempotent; whoever reads it next gets it again): the consumer goes on
+    to the next batch, whose commit is recorded.
+    """
+    monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    partition = TopicPartition("wallet.events", 0)
+    records = [SimpleNamespace(offset=offset) for offset in range(4)]
+    consumer = IdempotentConsumer(Settings(), "notifier", [Topic.WALLET_EVENTS], max_records=10)
+    kafka = _Consumer([{partition: records[:2]}, {partition: records[2:]}], refusal)
+    consumer.consumer = kafka
+    handled: list[int] = []
+
+    async def handle(batch: Sequence[Any]) -> None:
+        await asyncio.sleep(0)
+        handled.extend(record.offset for record in batch)
+
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run(handle)
+    assert (handled, kafka.committed) == ([0, 1, 2, 3], [{partition: 4}])
