@@ -42,6 +42,7 @@ from services.authorizer.store import BatchEffects, CardDirectory, Fenced, Outbo
 from services.platform.consuming import dead_letter_payload
 from services.platform.kafka import create_consumer, create_producer, partition_for, send_in_batches, start_producer
 from services.platform.logging import get_logger
+from services.platform.postgres import transient
 from services.platform.service import GC_COLLECTIONS, GC_SECONDS
 from services.platform.settings import Settings
 
@@ -878,18 +879,6 @@ async def _acknowledged(acks: list[asyncio.Future[object]], timeout_s: float) ->
                 raise TimeoutError(f"{late} of {len(acks)} acknowledgements not in {timeout_s:.0f} s")
     for ack in acks:
         ack.result()  # the first send's error, if any
-
-
-def transient(error: Exception) -> bool:
-    """Whether reading the same batch again may succeed: Postgres (or the network) away, a
-    serialization failure, a restart. Not a value or constraint Postgres refuses (SQLSTATE classes
-    22 and 23, or asyncpg's own argument check) nor a bug in our code.
-    """
-    if isinstance(error, ValueError):
-        return False  # asyncpg refused an argument (an integer past 64 bits, say): the same again
-    if isinstance(error, asyncpg.PostgresError):
-        return str(getattr(error, "sqlstate", "") or "")[:2] not in {"22", "23"}
-    return isinstance(error, OSError | asyncpg.InterfaceError)
 
 
 def _describe(error: Exception) -> str:

@@ -22,6 +22,7 @@ from schemas.registry import InvalidMessage, Message, parse
 from schemas.topics import Topic, message_key, topic_name
 from services.platform.kafka import PRODUCER_BROKEN, create_consumer, create_producer, start_producer
 from services.platform.logging import get_logger
+from services.platform.postgres import transient
 from services.platform.settings import Settings
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -86,8 +87,12 @@ class IdempotentConsumer:
             if records:
                 try:
                     await handle(records)
-                except (OSError, asyncpg.PostgresError) as error:
-                    # Postgres unreachable: nothing of the batch took effect; read it again shortly.
+                except Exception as error:
+                    if not (transient(error) or isinstance(error, asyncpg.PostgresError)):
+                        raise
+                    # Postgres unreachable (or restarting under a query): nothing of the batch took
+                    # effect; read it again shortly. (A value Postgres refuses is retried too, for
+                    # now: setting such a batch aside is issue 24's.)
                     self._log.error(f"{self.name}_batch_failed", error=str(error)[:300], records=len(records))
                     for tp, partition_records in batches.items():
                         consumer.seek(tp, partition_records[0].offset)

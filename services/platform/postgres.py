@@ -7,6 +7,19 @@ import asyncpg
 from services.platform.settings import Settings
 
 
+def transient(error: BaseException) -> bool:
+    """Whether doing the same again may succeed: Postgres (or the network) away, a serialization
+    failure, a restart, and asyncpg's protocol left confused by a server that went away mid-query
+    (`InternalClientError`: "cannot switch to state 15"). Not a value or constraint Postgres refuses
+    (SQLSTATE classes 22 and 23, or asyncpg's own argument check) nor a bug in our code.
+    """
+    if isinstance(error, ValueError):
+        return False  # asyncpg refused an argument (an integer past 64 bits, say): the same again
+    if isinstance(error, asyncpg.PostgresError):
+        return str(getattr(error, "sqlstate", "") or "")[:2] not in {"22", "23"}
+    return isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError)
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """A pool whose every connection has a statement timeout, so no query waits forever."""
     timeout_ms = int(settings.postgres_command_timeout_s * 1000)

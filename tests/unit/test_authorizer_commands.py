@@ -19,8 +19,8 @@ from schemas.wallet import (
     UpdateCaps,
 )
 from services.authorizer.domain import decide
-from services.authorizer.runtime import transient
 from services.authorizer.state import WalletState
+from services.platform.postgres import transient
 from tests.support.builders import CARD, NOW, command_fields, request, run, run_on, usd, wallet
 
 
@@ -124,6 +124,10 @@ def test_a_failure_is_retried_only_when_reading_the_batch_again_may_succeed() ->
         "postgres restarting": (asyncpg.CannotConnectNowError("starting up"), True),
         "connection closed": (asyncpg.ConnectionDoesNotExistError("closed"), True),
         "serialization": (asyncpg.SerializationError("retry"), True),
+        "protocol confused by a restart": (
+            asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+            True,
+        ),
         "unique": (asyncpg.UniqueViolationError("duplicate key"), False),
         "check": (asyncpg.CheckViolationError("check"), False),
         "numeric range": (asyncpg.NumericValueOutOfRangeError("out of range"), False),

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, OutOfOrderSequenceNumber
@@ -113,6 +114,10 @@ class _Consumer:
         self._batches = batches
         self._refusal: Exception | None = refusal
         self.committed: list[dict[TopicPartition, int]] = []
+        self.sought: list[tuple[TopicPartition, int]] = []
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.sought.append((partition, offset))
 
     async def getmany(self, **_: Any) -> dict[TopicPartition, list[Any]]:
         await asyncio.sleep(0)
@@ -152,3 +157,43 @@ async def test_a_commit_refused_after_a_rebalance_does_not_end_the_consumer(
     with pytest.raises(asyncio.CancelledError):
         await consumer.run(handle)
     assert (handled, kafka.committed) == ([0, 1, 2, 3], [{partition: 4}])
+
+
+async def test_a_batch_failing_as_postgres_restarts_is_read_again_not_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 100,000-event chaos run ended the ledger and the notifier together: Postgres restarting under
+    a query left asyncpg's protocol confused (`InternalClientError`, "cannot switch to state 15"),
+    which the consumer did not take for Postgres away. Now it rewinds to the batch and reads it again.
+    """
+    monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    monkeypatch.setattr("services.platform.consuming._RETRY_AFTER_S", 0)
+    partition = TopicPartition("wallet.events", 0)
+    records = [SimpleNamespace(offset=offset) for offset in range(2)]
+    consumer = IdempotentConsumer(Settings(), "ledger", [Topic.WALLET_EVENTS], max_records=10)
+    kafka = _Consumer([{partition: records}, {partition: records}], KafkaConnectionError("unused"))
+    kafka._refusal = None  # noqa: SLF001 - every commit accepted here
+    consumer.consumer = kafka
+    failures = [asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")]
+
+    async def handle(_: Sequence[Any]) -> None:
+        await asyncio.sleep(0)
+        if failures:
+            raise failures.pop()
+
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run(handle)
+    assert (kafka.sought, kafka.committed) == ([(partition, 0)], [{partition: 2}])
+
+
+async def test_a_bug_in_a_handler_still_ends_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only Postgres being away is retried: a bug is not hidden behind an endless retry."""
+    monkeypatch.setenv("PURSESTRINGS_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    partition = TopicPartition("wallet.events", 0)
+    consumer = IdempotentConsumer(Settings(), "ledger", [Topic.WALLET_EVENTS], max_records=10)
+    consumer.consumer = _Consumer([{partition: [SimpleNamespace(offset=0)]}], KafkaConnectionError("unused"))
+
+    async def handle(_: Sequence[Any]) -> None:
+        await asyncio.sleep(0)
+        raise KeyError("card")
+
+    with pytest.raises(KeyError):
+        await consumer.run(handle)
