@@ -314,9 +314,7 @@ _NEW_STATUS: dict[str, Status] = {
 def _set_velocity_limit(
     state: WalletState, command: SetVelocityLimit, fields: dict[str, Any], _now: datetime
 ) -> tuple[AnyWalletEvent, WalletState]:
-    if command.card_id is not None:
-        _card(state, command.card_id)
-    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    scope = _control_scope(state, command.card_id)
     velocity, asked = dict(state.velocity), dict(state.asked_at)
     if command.max_authorizations is None:
         velocity.pop(scope, None)
@@ -332,12 +330,17 @@ def _set_velocity_limit(
 _VELOCITY_WINDOWS_S = {"minute": 60, "hour": 3_600}
 
 
+def _control_scope(state: WalletState, card_id: str | None) -> str:
+    """The scope a control applies to: "wallet" (every card), or "card:<id>" of a card that exists."""
+    if card_id is None:
+        return "wallet"
+    return "card:" + _card(state, card_id).card_id
+
+
 def _set_merchant_countries(
     state: WalletState, command: SetMerchantCountries, fields: dict[str, Any], _now: datetime
 ) -> tuple[AnyWalletEvent, WalletState]:
-    if command.card_id is not None:
-        _card(state, command.card_id)
-    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    scope = _control_scope(state, command.card_id)
     countries = dict(state.countries)
     if command.allow or command.block:
         countries[scope] = (command.allow, command.block)
@@ -350,9 +353,7 @@ def _set_merchant_countries(
 def _set_decline_streak_limit(
     state: WalletState, command: SetDeclineStreakLimit, fields: dict[str, Any], _now: datetime
 ) -> tuple[AnyWalletEvent, WalletState]:
-    if command.card_id is not None:
-        _card(state, command.card_id)
-    scope = "wallet" if command.card_id is None else f"card:{command.card_id}"
+    scope = _control_scope(state, command.card_id)
     limits = dict(state.streak_limits)
     if command.max_declines is None:
         limits.pop(scope, None)
