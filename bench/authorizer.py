@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -329,9 +330,33 @@ async def _measure() -> dict[str, Any]:
     return results
 
 
+async def _drain_only() -> dict[str, Any]:
+    """The authorizer's drain alone (`python -m bench.authorizer --drain`): for trying a change in a
+    minute rather than the bench's eight; prints, writes nothing (BENCH_PROFILE=1 still profiles it).
+    """
+    base = load_settings("pursestrings-bench")
+    base = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}", "kafka_partitions": 12})
+    async with fresh_database(base) as settings:
+        await _prepare(settings)
+        requests_topic = topic_name(Topic.AUTH_REQUESTS, settings.topic_prefix)
+        decisions_topic = topic_name(Topic.AUTH_DECISIONS, settings.topic_prefix)
+        # The wallets made first, as the whole bench has them by its drain (read from Postgres).
+        await _drain(
+            settings, requests_topic, decisions_topic, _requests(WARM_UP, "w"), service_command("services.authorizer")
+        )
+        drained = await _drain(
+            settings, requests_topic, decisions_topic, _requests(DRAIN_REQUESTS, "d"),
+            service_command("services.authorizer", DRAIN_PROFILE),
+        )  # fmt: skip
+    return {"authorizer_cpu_us_per_decision": drained["cpu_us_per_request"]["system"], **drained}
+
+
 def main() -> None:
     """Run the three measurements and write the ratios."""
     configure_logging("warning")
+    if "--drain" in sys.argv[1:]:
+        print(json.dumps(asyncio.run(_drain_only()), indent=2))
+        return
     results = asyncio.run(_measure())
     ours, ceiling, naive = results["authorizer"], results["passthrough"], results["naive"]
     drained, drained_ceiling = results["authorizer_drain"], results["passthrough_drain"]

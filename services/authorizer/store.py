@@ -48,10 +48,14 @@ FORGET_CHUNK = 5_000
 
 
 # The whole batch in one call (schemas/sql/0017_commit_batch_payload_once.sql, after 0009 and 0013),
-# its text columns packed (0019); PSF01: a partition's epoch moved on.
-_COMMIT_BATCH = "SELECT authorizer.commit_batch_packed(" + ", ".join(f"${n}" for n in range(1, 40)) + ")"
-# Which of commit_batch's 39 arguments are text columns, passed packed (see `_packed`).
+# every column but the payloads and snapshots packed (0019, 0022); PSF01: a partition's epoch moved on.
+_COMMIT_BATCH = "SELECT authorizer.commit_batch_all_packed(" + ", ".join(f"${n}" for n in range(1, 40)) + ")"
+# Which of commit_batch's 39 arguments are text columns, passed packed (see `_packed`), and which are
+# numbers, flags, times or ids, passed packed as text (see `_texts`, `_times`).
 _PACKED_ARGUMENTS = frozenset({1, 5, 8, 9, 10, 11, 12, 13, 17, 18, 20, 21, 23, 24, 26, 29, 30, 31, 32, 33, 37})
+_NUMBER_ARGUMENTS = frozenset({2, 3, 4, 14, 22, 35, 36, 38})  # integers and ids (36: event UUIDs)
+_FLAG_ARGUMENTS = frozenset({25})
+_TIME_ARGUMENTS = frozenset({7, 15, 16, 19, 28})
 # A packed column's separator, and its stand-in for NULL (migration 0019's `unpack_text`).
 _UNIT, _NULL = "\x1f", "\x1e"
 _FENCED_SQLSTATE = "PSF01"
@@ -276,10 +280,7 @@ class Store:
             *_transpose(effects.applied_events, 2),
             effects.published,
         )  # fmt: skip
-        arguments = [
-            _packed(column) if index in _PACKED_ARGUMENTS else column  # type: ignore[arg-type]  # a text column
-            for index, column in enumerate(columns)
-        ]
+        arguments = [_argument(index, column) for index, column in enumerate(columns)]
         async with self._pool.acquire() as connection:
             try:
                 if effects.directory:
@@ -373,6 +374,44 @@ class Store:
         await self._pool.execute(
             "UPDATE authorizer.outbox SET published_at = now() WHERE outbox_id = ANY($1::bigint[])", outbox_ids
         )
+
+
+def _argument(index: int, column: Any) -> Any:  # noqa: ANN401 - a column of any type, or the group
+    """`commit_batch_all_packed`'s argument `index` (0-based) made of `column`."""
+    if index in _PACKED_ARGUMENTS:
+        return _packed(column)
+    if index in _NUMBER_ARGUMENTS:
+        return _packed(_texts(column))
+    if index in _TIME_ARGUMENTS:
+        return _packed(_times(column))
+    if index in _FLAG_ARGUMENTS:
+        return _packed([None if flag is None else "t" if flag else "f" for flag in column])
+    return column
+
+
+def _texts(column: list[Any]) -> list[str | None]:
+    """Integers or UUIDs as their text (None stays None)."""
+    return [None if value is None else str(value) for value in column]
+
+
+def _times(column: list[datetime | None]) -> list[str | None]:
+    """Aware datetimes as ISO 8601 with their offset, each distinct instant written once (a batch's
+    times are mostly its `now` and its holds' expiry).
+    """
+    written: dict[datetime, str] = {}
+    texts: list[str | None] = []
+    add = texts.append
+    for moment in column:
+        if moment is None:
+            add(None)
+            continue
+        text = written.get(moment)
+        if text is None:
+            if moment.tzinfo is None:
+                raise ValueError(f"a naive datetime cannot be stored as a timestamptz: {moment!r}")
+            text = written[moment] = moment.isoformat()
+        add(text)
+    return texts
 
 
 def _packed(column: list[str | None]) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from schemas.policies import CardCaps, WalletCaps
 from services.authorizer.domain import Inbound
 from services.authorizer.state import WalletState
-from services.authorizer.store import _STATE, BatchEffects, Store, _packed
+from services.authorizer.store import _STATE, BatchEffects, Store, _argument, _packed
 from services.platform.migrations import apply_migrations, discover
 from tests.support.builders import CARD, cleared, refund, request, reversed_, run_on, usd, wallet
 from tests.support.samples import NOW
@@ -222,6 +224,37 @@ async def test_a_packed_text_column_unpacks_to_the_same_elements(pool: asyncpg.P
     NULLs included, in Postgres's own unpacking.
     """
     assert await pool.fetchval("SELECT authorizer.unpack_text($1)", _packed(column)) == column
+
+
+@pytest.mark.parametrize(
+    ("cast", "index", "column"),
+    [
+        ("bigint[]", 14, [0, 1, -5, 10**11, None]),
+        ("integer[]", 35, [1, None, 2]),
+        ("boolean[]", 25, [True, False, None]),
+        ("uuid[]", 36, [uuid.UUID(int=7), uuid.uuid4()]),
+        ("timestamptz[]", 28, [NOW, NOW, NOW + timedelta(days=7), None]),
+        ("timestamptz[]", 7, [datetime(2026, 3, 8, 12, 30, tzinfo=ZoneInfo("America/New_York")), NOW]),
+        ("bigint[]", 38, []),
+    ],
+)
+async def test_number_flag_id_and_time_columns_pack_and_read_back_equal(
+    pool: asyncpg.Pool, cast: str, index: int, column: list[Any]
+) -> None:
+    """The columns commit_batch_all_packed takes as text (migration 0022) read back as the values
+    packed, whatever the session's time zone: times carry their offset.
+    """
+    async with pool.acquire() as connection:
+        await connection.execute("SET TIME ZONE 'Asia/Kolkata'")
+        unpacked = await connection.fetchval(f"SELECT authorizer.unpack_text($1)::{cast}", _argument(index, column))
+        await connection.execute("RESET TIME ZONE")
+    assert unpacked == column
+
+
+def test_a_naive_time_is_refused_not_stored_at_the_sessions_offset() -> None:
+    """A datetime without a zone would be read in the session's time zone: an error instead."""
+    with pytest.raises(ValueError, match="naive"):
+        _argument(28, [datetime(2026, 12, 5, 12, 0)])  # noqa: DTZ001 - the mistake under test
 
 
 @pytest.mark.parametrize("column", [["a\x1fb"], ["a\x1eb"], ["ok", "\x1e"], [""]])
