@@ -75,7 +75,7 @@ class Config:
     bad_input_share: float = 0.06  # of the workload's actions: webhooks that must be refused or declined
     faults: tuple[str, ...] = (
         "kill_authorizer", "second_authorizer", "stall_authorizer", "kill_ledger", "kill_gateway",
-        "kill_notifier", "restart_postgres", "restart_kafka", "zombie_authorizer",
+        "kill_notifier", "restart_postgres", "restart_kafka", "zombie_authorizer", "postgres_full", "crash_kafka",
     )  # fmt: skip
 
 
@@ -94,6 +94,8 @@ class Tally:
     zombies: int = 0
     postgres_restarts: int = 0
     kafka_restarts: int = 0
+    postgres_full: int = 0  # times Postgres refused every new connection for a while (max_connections)
+    kafka_crashes: int = 0  # times the broker was killed -9 with committed decisions not yet published
     webhook_answers: dict[str, bool] = field(default_factory=dict)  # authorization id → approved
     # Webhooks never answered 200 in all their retries (30 s and more: every fault is over by then).
     webhooks_unanswered: list[str] = field(default_factory=list)

@@ -34,6 +34,12 @@ from tests.support.infra import ROOT, free_port
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 _log = get_logger("chaos")
 ZOMBIE_PAUSE_S = 13  # past aiokafka's default group session timeout (10 s)
+POSTGRES_FULL_S = 10.0  # how long Postgres refuses every new connection
+# Faults are dealt from seeded shuffled decks of every fault, each kill twice per deck, so a long run
+# has its share of kills whatever the draws (100,000 events: ~56 faults, ~30 kills).
+_KILLS = ("kill_authorizer", "kill_ledger", "kill_gateway", "kill_notifier")
+# How long the Kafka crash waits for a moment when committed decisions are not yet published.
+COMMIT_WINDOW_WAIT_S = 10.0
 _FAILURES = ("decisions_lost", "answer_mismatches", "cents_over_cap", "approved_while_frozen", "holds_leaked",
              "ledger_mismatches", "webhooks_unanswered", "bad_input_surprises", "processes_crashed")  # fmt: skip
 
@@ -48,9 +54,19 @@ class Faults:
         rng: random.Random,
         tally: Tally,
         in_flight: Callable[[], dict[str, int]] = dict,
+        *,
+        settings: Settings | None = None,
     ) -> None:
         self._processes, self._config, self._rng, self._tally = processes, config, rng, tally
-        self._in_flight = in_flight
+        self._in_flight, self._settings = in_flight, settings
+        self._deck: list[str] = []
+
+    def _deal(self) -> str:
+        """The next fault from the deck, a new seeded shuffle of every fault (kills twice) when empty."""
+        if not self._deck:
+            self._deck = [*self._config.faults, *(fault for fault in self._config.faults if fault in _KILLS)]
+            self._rng.shuffle(self._deck)
+        return self._deck.pop()
 
     async def run(self, over: Callable[[], bool]) -> None:
         """Inject faults until the storm is `over`, noting what was in flight when each struck."""
@@ -59,7 +75,7 @@ class Faults:
             await asyncio.sleep(self._rng.expovariate(1 / self._config.fault_every_s))
             if over():
                 return
-            fault = self._rng.choice(self._config.faults)
+            fault = self._deal()
             self._tally.faults.append(fault)
             self._tally.struck.append({"fault": fault, "at_s": round(time.monotonic() - started, 1),
                                        **self._in_flight()})  # fmt: skip
@@ -126,6 +142,94 @@ class Faults:
         """Postgres stops and starts again under the running services."""
         await _down_and_up(ROOT / "deploy" / "postgres" / "postgres.sh")
         self._tally.postgres_restarts += 1
+
+    async def postgres_full(self) -> None:
+        """Postgres refuses every new connection for POSTGRES_FULL_S, as when max_connections is
+        reached: this takes every slot our role may have, and ends the services' connections, so
+        each service asks again into the refusal (SQLSTATE 53300). A service connection that slips
+        in between two tries is ended at the next (every 50 ms). The authorizer decides nothing it
+        cannot commit: the gateway answers declines on its deadline meanwhile.
+        """
+        assert self._settings is not None  # noqa: S101 - the storm passes them
+        answers_before = len(self._tally.webhook_answers)
+        held, ended = await hold_every_connection(self._settings.database_url.get_secret_value(), POSTGRES_FULL_S)
+        answers = list(self._tally.webhook_answers.values())[answers_before:]
+        self._tally.struck[-1].update(
+            connections_held=held, service_connections_ended=ended,
+            answered_meanwhile_approved=sum(answers), answered_meanwhile_declined=len(answers) - sum(answers),
+        )  # fmt: skip
+        self._tally.postgres_full += 1
+
+    async def crash_kafka(self) -> None:
+        """The broker is killed -9 (no clean shutdown) at a moment when the authorizer has decisions
+        committed in Postgres and not yet published (its outbox's commit window), then started again.
+        """
+        assert self._settings is not None  # noqa: S101 - the storm passes them
+        pending = await _await_commit_window(self._settings.database_url.get_secret_value(), COMMIT_WINDOW_WAIT_S)
+        pid = _broker_pid(Path(os.environ.get("PURSESTRINGS_STATE_DIR", ROOT / ".state")) / "kafka" / "kafka.pid")
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._tally.struck[-1].update(unpublished_when_killed=pending)
+        await _down_and_up(ROOT / "deploy" / "kafka" / "kafka.sh")
+        self._tally.kafka_crashes += 1
+
+
+async def hold_every_connection(dsn: str, seconds: float) -> tuple[int, int]:
+    """Take every connection slot `dsn`'s role may have for `seconds`, ending the other connections
+    of that role to its database that services opened (named by `application_name`); return how many
+    slots were held at most and how many service connections were ended.
+    """
+    held: list[asyncpg.Connection] = []
+    ended = 0
+    deadline = time.monotonic() + seconds
+    settings = {"application_name": "chaos-postgres-full"}
+    try:
+        while time.monotonic() < deadline:
+            try:
+                held.append(await asyncpg.connect(dsn=dsn, timeout=5, server_settings=settings))
+                continue
+            except (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, OSError, TimeoutError):
+                pass
+            if held:
+                ended += await held[0].fetchval(
+                    """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                       WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()
+                         AND application_name <> '' AND application_name NOT LIKE 'chaos%'"""
+                )
+            await asyncio.sleep(0.05)
+        return len(held), ended
+    finally:
+        for connection in held:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+
+
+async def _await_commit_window(dsn: str, wait_s: float) -> int:
+    """Poll the outbox until a row is committed and not yet published (or `wait_s` passed); return
+    how many such rows there were when seen (0 when the wait ran out).
+    """
+    connection = await asyncpg.connect(dsn=dsn, timeout=10)
+    try:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            pending: int = await connection.fetchval(
+                "SELECT count(*) FROM authorizer.outbox WHERE published_at IS NULL"
+            )
+            if pending:
+                return pending
+            await asyncio.sleep(0.002)
+        return 0
+    finally:
+        await connection.close()
+
+
+def _broker_pid(pid_file: Path) -> int | None:
+    """The Kafka broker's pid, from deploy/kafka/kafka.sh's pid file."""
+    if not pid_file.exists():
+        return None
+    text = pid_file.read_text().strip()
+    return int(text) if text.isdigit() else None
 
 
 async def _down_and_up(script: Path) -> None:
@@ -249,7 +353,8 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
         def over() -> bool:
             return time.monotonic() >= until or 0 < config.events <= tally.events
 
-        faults = asyncio.create_task(Faults(processes, config, fault_rng, tally, workload.in_flight).run(over))
+        faults = Faults(processes, config, fault_rng, tally, workload.in_flight, settings=settings)
+        faults_done = asyncio.create_task(faults.run(over))
         reporter = (
             asyncio.create_task(_report(processes, tally, config.report_every_s)) if config.report_every_s else None
         )
@@ -260,7 +365,7 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
             await workload.step()
             next_at = max(next_at + rng.expovariate(config.rate_per_s), time.monotonic() - 1)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        await faults
+        await faults_done
         if reporter is not None:
             reporter.cancel()
         await _quiet_end(settings, workload, processes, tally)
@@ -297,6 +402,7 @@ async def _report(processes: Processes, tally: Tally, every_s: float) -> None:
         tally.memory.append({"at_s": round(time.monotonic() - started), **memory})
         print(f"chaos t={time.monotonic() - started:.0f}s events={tally.events} kills={tally.kills} "
               f"rebalances={tally.rebalances} stalls={tally.stalls} postgres_restarts={tally.postgres_restarts} "
+              f"postgres_full={tally.postgres_full} kafka_crashes={tally.kafka_crashes} "
               f"duplicates={tally.duplicates} rss_mb={memory}", flush=True)  # fmt: skip
 
 
@@ -306,7 +412,7 @@ def fault_table(struck: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     for entry in struck:
         row = table.setdefault(entry["fault"], {"struck": 0})
         row["struck"] += 1
-        for name in ("requests_undecided", "webhooks_in_flight", "approvals_open"):
+        for name in sorted(key for key, value in entry.items() if isinstance(value, int) and key != "at_s"):
             row[f"{name}_max"] = max(row.get(f"{name}_max", 0), entry.get(name, 0))
             row[f"{name}_total"] = row.get(f"{name}_total", 0) + entry.get(name, 0)
     return dict(sorted(table.items()))
@@ -350,6 +456,8 @@ def _summary(
         "zombies": tally.zombies,
         "postgres_restarts": tally.postgres_restarts,
         "kafka_restarts": tally.kafka_restarts,
+        "postgres_full": tally.postgres_full,
+        "kafka_crashes": tally.kafka_crashes,
         "webhook_answers": len(tally.webhook_answers),
         "bad_inputs": bad_inputs,
         "bad_input_share": round(bad_inputs / max(1, tally.events), 3),
@@ -375,7 +483,8 @@ def _summary(
 def summary_line(summary: dict[str, Any]) -> str:
     """One line a human reads first; a failure names the seed that reproduces it."""
     names = ("events", "kills", "restarts", "rebalances", "duplicates", "stand_ins", "increments", "stalls", "zombies",
-             "postgres_restarts", "kafka_restarts", "bad_inputs", *_FAILURES, "late_approvals_released")  # fmt: skip
+             "postgres_restarts", "kafka_restarts", "postgres_full", "kafka_crashes", "bad_inputs", *_FAILURES,
+             "late_approvals_released")  # fmt: skip
     figures = " ".join(f"{name}={summary[name]}" for name in names)
     verdict = "PASS" if summary["passed"] else f"FAIL (reproduce: make chaos SEED={summary['seed']})"
     return f"chaos seed={summary['seed']} {figures} → {verdict}"
