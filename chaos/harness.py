@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import random
 import signal
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -50,6 +53,9 @@ from services.platform.settings import Settings
 from tests.support.processes import service_env, start
 
 STRIPE_SECRET = "whsec_chaos"  # noqa: S105 - a local test secret
+SLACK_SECRET = "chaos-slack-signing-secret"  # noqa: S105 - a local test secret
+# Slack users who are no wallet's approver: a click of theirs must never decide a request.
+INTRUDER_PREFIX = "U0CHAOSINTRUDER"
 MERCHANTS = (
     Merchant(name="OpenAI API", mcc="5734", network_id="openai", country="US"),
     Merchant(name="Anthropic", mcc="5734", network_id="anthropic", country="US"),
@@ -109,22 +115,28 @@ class Tally:
     # Bad input sent on purpose, by kind: how many, and how many got the refusal or decline expected.
     bad_inputs: dict[str, dict[str, int]] = field(default_factory=dict)
     bad_input_surprises: list[str] = field(default_factory=list)  # kind, status and body of the rest
+    intruder_click_outcomes: dict[str, int] = field(default_factory=dict)  # as the notifier recorded them
     crashed: list[str] = field(default_factory=list)  # processes that exited on their own
 
 
 class Processes:
     """The services as processes; restarted on demand, each with its log under the run's folder."""
 
-    def __init__(self, settings: Settings, logs: Path, gateway_port: int, deadline_ms: int) -> None:
+    def __init__(
+        self, settings: Settings, logs: Path, gateway_port: int, deadline_ms: int, notifier_port: int = 0
+    ) -> None:
         self._logs = logs
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
+        # Slack's clicks reach the notifier here (None: no port of its own, no clicks sent).
+        self.notifier_url = f"http://127.0.0.1:{notifier_port}" if notifier_port else None
         self._env = service_env(
             settings,
             PURSESTRINGS_LOG_LEVEL="info",
             PURSESTRINGS_GATEWAY_PORT=str(gateway_port),
             PURSESTRINGS_STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
             PURSESTRINGS_AUTH_DEADLINE_MS=str(deadline_ms),
-            PURSESTRINGS_NOTIFIER_PORT="0",
+            PURSESTRINGS_SLACK_SIGNING_SECRET=SLACK_SECRET,
+            PURSESTRINGS_NOTIFIER_PORT=str(notifier_port),
             PURSESTRINGS_AUTHORIZER_HEALTH_PORT="0",
             PURSESTRINGS_LEDGER_HEALTH_PORT="0",
         )
@@ -205,9 +217,14 @@ def _usd(minor: int) -> Money:
 class Workload:
     """Seeded traffic: authorizations (Kafka and webhooks), commands, lifecycle events, duplicates."""
 
-    def __init__(self, settings: Settings, config: Config, rng: random.Random, tally: Tally, gateway_url: str) -> None:
+    def __init__(
+        self, settings: Settings, config: Config, rng: random.Random, tally: Tally, gateway_url: str, *,
+        notifier_url: str | None = None,
+    ) -> None:  # fmt: skip
         self._settings, self._config, self._rng, self._tally = settings, config, rng, tally
-        self._gateway_url = gateway_url
+        self._gateway_url, self._notifier_url = gateway_url, notifier_url
+        self._pending_requests: list[uuid.UUID] = []  # approval requests open, read now and then
+        self._intruder_clicks = 0
         self._producer: Any = None  # made by start()
         self.wallets = [f"cw{index}" for index in range(config.wallets)]
         self.cards = {w: [f"{w}-c{n}" for n in range(2)] for w in self.wallets}
@@ -345,7 +362,8 @@ class Workload:
     async def step(self) -> None:
         """One seeded action."""
         if self._rng.random() < self._config.bad_input_share:
-            self._spawn(self._bad_input(self._rng.choice(BAD_INPUTS)))
+            kinds = BAD_INPUTS + BAD_CLICKS if self._notifier_url else BAD_INPUTS
+            self._spawn(self._bad_input(self._rng.choice(kinds)))
             return
         roll = self._rng.random()
         wallet_id = self._rng.choice(self.wallets)
@@ -564,17 +582,63 @@ class Workload:
             headers[STRIPE_HEADER] = sign_stripe(body, secret, stamp)
         return body, headers
 
-    async def _bad_input(self, kind: str) -> None:
-        """POST one bad webhook (retried only while the gateway is down) and tally whether it got the
-        refusal or the decline its kind must get; anything else is a surprise, kept for the report.
+    async def _bad_click(self, kind: str) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one bad Slack click of `kind` (see BAD_CLICKS): Approve pressed on
+        an open approval request (a random id when none is known) by a user who is no approver.
         """
-        body, headers = self._bad_webhook(kind)
+        if kind == "click_non_approver" and self._intruder_clicks % 25 == 0:
+            await self._read_pending_requests()
+        self._intruder_clicks += kind == "click_non_approver"
+        known = self._pending_requests
+        request_id = self._rng.choice(known) if known else uuid.UUID(int=self._rng.getrandbits(128))
+        user = f"{INTRUDER_PREFIX}{self._rng.randrange(10)}"
+        payload = {
+            "type": "block_actions", "user": {"id": user, "username": "intruder"},
+            "actions": [{"action_id": "approve", "value": str(request_id), "action_ts": f"{time.time():.6f}"}],
+        }  # fmt: skip
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        stamp = int(time.time()) - (3_600 if kind == "click_stale" else 0)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if kind != "click_unsigned":
+            secret = "not-our-signing-secret" if kind == "click_bad_signature" else SLACK_SECRET
+            signature = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+            headers |= {"X-Slack-Request-Timestamp": str(stamp), "X-Slack-Signature": f"v0={signature}"}
+        return body, headers
+
+    async def _read_pending_requests(self) -> None:
+        """The approval requests open now (the notifier opens one when a cap declines), kept as they
+        were when Postgres is away.
+        """
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            connection = await database(self._settings)
+            try:
+                rows = await connection.fetch(
+                    "SELECT request_id FROM notifier.requests WHERE state = 'pending' ORDER BY opened_at DESC LIMIT 50"
+                )
+            finally:
+                await connection.close()
+            self._pending_requests = [row["request_id"] for row in rows]
+
+    async def _bad_input(self, kind: str) -> None:
+        """POST one bad webhook or Slack click (retried only while its service is down) and tally
+        whether it got the refusal or the decline its kind must get; anything else is a surprise,
+        kept for the report. A click by a non-approver is acknowledged (Slack wants 200 at once) and
+        judged at the end, from what the notifier recorded (`clicks_by_intruders`).
+        """
+        if kind in BAD_CLICKS:
+            if self._notifier_url is None:
+                return
+            body, headers = await self._bad_click(kind)
+            url = f"{self._notifier_url}/slack/interactivity"
+        else:
+            body, headers = self._bad_webhook(kind)
+            url = f"{self._gateway_url}/webhooks/stripe"
         counts = self._tally.bad_inputs.setdefault(kind, {"sent": 0, "as_expected": 0})
         counts["sent"] += 1
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(60):
                 try:
-                    response = await client.post(f"{self._gateway_url}/webhooks/stripe", content=body, headers=headers)
+                    response = await client.post(url, content=body, headers=headers)
                 except httpx.HTTPError:
                     await asyncio.sleep(0.5)
                     continue
@@ -625,7 +689,13 @@ class Workload:
 # wallet has no rate for; at our deadline when a fault holds the authorizer up).
 BAD_INPUTS = ("malformed", "unsigned", "bad_signature", "replayed", "oversized", "nested", "unknown_card",
               "wrong_currency")  # fmt: skip
+# Slack clicks: unsigned, signed with another secret, an hour old (refused before anything is read),
+# or signed by Slack for a user who approves no wallet (acknowledged, then refused: see the end check).
+BAD_CLICKS = ("click_unsigned", "click_bad_signature", "click_stale", "click_non_approver")
 _REFUSALS = {
+    "click_unsigned": (400, "missing_signature"),
+    "click_bad_signature": (401, "invalid_signature"),
+    "click_stale": (401, "stale_timestamp"),
     "malformed": (400, "invalid_request"),
     "nested": (400, "invalid_request"),
     "unsigned": (400, "signature_missing_header"),
@@ -642,6 +712,8 @@ _DECLINES = {
 
 def _as_expected(kind: str, response: httpx.Response) -> bool:
     """Whether `response` is the refusal or the decline a bad webhook of `kind` must get."""
+    if kind == "click_non_approver":
+        return response.status_code == 200  # acknowledged; what it decided is judged at the end
     try:
         body = response.json()
     except ValueError:

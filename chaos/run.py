@@ -22,7 +22,16 @@ from typing import Any
 import asyncpg
 
 from bench._infra import fresh_database
-from chaos.harness import Config, Processes, Tally, Workload, follow_decisions, prepare, wait_for
+from chaos.harness import (
+    INTRUDER_PREFIX,
+    Config,
+    Processes,
+    Tally,
+    Workload,
+    follow_decisions,
+    prepare,
+    wait_for,
+)
 from chaos.oracle import Verdict, judge, read_topic
 from schemas.authorizations import AuthorizationRequested
 from schemas.topics import Topic, message_key
@@ -336,13 +345,13 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
     # depend on how many draws the workload made by then, so a seed names the same faults again.
     rng, fault_rng, tally = random.Random(f"{config.seed}:workload"), random.Random(f"{config.seed}:faults"), Tally()
     logs = Path(tempfile.mkdtemp(prefix=f"chaos-{config.seed}-"))
-    processes = Processes(settings, logs, free_port(), config.deadline_ms)
+    processes = Processes(settings, logs, free_port(), config.deadline_ms, notifier_port=free_port())
     started = time.monotonic()
     try:
         for name in ("authorizer", "ledger", "notifier", "gateway"):
             processes.start(name)
         await processes.gateway_ready()
-        workload = Workload(settings, config, rng, tally, processes.gateway_url)
+        workload = Workload(settings, config, rng, tally, processes.gateway_url, notifier_url=processes.notifier_url)
         await workload.start()
         for setup in workload.setup_commands():
             await workload.send(Topic.WALLET_COMMANDS, setup, remember=False)
@@ -373,6 +382,7 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
         await follower
         phase = time.monotonic()
         verdict = await judge(settings, tally.webhook_answers, tally.webhook_reasons)
+        await _judge_intruders(settings, tally)
         tally.phases["oracle_s"] = round(time.monotonic() - phase, 1)
     finally:
         processes.stop_all()
@@ -380,6 +390,29 @@ async def _storm(config: Config, settings: Settings, results: Path, command: str
         config, tally, verdict, time.monotonic() - started, processes.crashed, logs=logs, results=results,
         command=command,
     )  # fmt: skip
+
+
+async def _judge_intruders(settings: Settings, tally: Tally) -> None:
+    """Every click of a user who approves no wallet was refused (or named no request), and no
+    request was ever decided by one: anything else is a surprise that fails the run.
+    """
+    connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+    try:
+        outcomes = await connection.fetch(
+            "SELECT outcome, count(*) AS n FROM notifier.clicks WHERE user_id LIKE $1 GROUP BY outcome",
+            f"{INTRUDER_PREFIX}%",
+        )
+        decided = await connection.fetchval(
+            "SELECT count(*) FROM notifier.requests WHERE decided_by LIKE $1", f"{INTRUDER_PREFIX}%"
+        )
+    finally:
+        await connection.close()
+    tally.intruder_click_outcomes = {row["outcome"]: row["n"] for row in outcomes}
+    for outcome, count in tally.intruder_click_outcomes.items():
+        if outcome not in {"refused_not_approver", "unknown_request"}:
+            tally.bad_input_surprises.append(f"click_non_approver: {count} recorded as {outcome}")
+    if decided:
+        tally.bad_input_surprises.append(f"click_non_approver: {decided} requests decided by a non-approver")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -462,6 +495,9 @@ def _summary(
         "bad_inputs": bad_inputs,
         "bad_input_share": round(bad_inputs / max(1, tally.events), 3),
         "bad_inputs_by_kind": dict(sorted(tally.bad_inputs.items())),
+        # What the notifier recorded of the non-approvers' clicks it acknowledged (a click whose
+        # notifier was killed before deciding it is lost, as Slack's would be).
+        "intruder_click_outcomes": tally.intruder_click_outcomes,
         **figures,
         "passed": all(figures[name] == 0 for name in _FAILURES),
         "seconds": round(seconds, 1),

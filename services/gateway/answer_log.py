@@ -22,6 +22,7 @@ from typing import NamedTuple
 import asyncpg
 
 from services.platform.logging import get_logger
+from services.platform.postgres import POSTGRES_FAILURES
 
 _log = get_logger("gateway")
 # An answer row: issuer, authorization id, card token, wallet id, card id, approved, reason,
@@ -116,7 +117,7 @@ class AnswerLog:
                 group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
                 try:
                     kept = await self._insert(group)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                except POSTGRES_FAILURES as error:
                     _log.warning("answer_records_retrying", rows=len(group), error=str(error)[:300])
                     self._waiting = group + self._waiting
                     if self._closed:
@@ -134,7 +135,7 @@ class AnswerLog:
         """
         try:
             rows = await self._pool.fetch(_RECORDED, [row[0] for row in taken], [row[1] for row in taken])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except POSTGRES_FAILURES:
             return
         recorded = {(r["issuer"], r["issuer_authorization_id"]): (r["approved"], r["reason"]) for r in rows}
         for row in taken:

@@ -32,8 +32,11 @@ from services.gateway.metrics import ANSWER_SECONDS, ANSWERS, DEADLINE_MISSES, S
 from services.gateway.replies import Overloaded, Replies
 from services.platform.kafka import Publisher
 from services.platform.logging import get_logger
+from services.platform.postgres import POSTGRES_FAILURES
 
 _log = get_logger("gateway")
+# Recording a deadline's decline: too slow, or Postgres failing.
+_LATE_OR_FAILED: tuple[type[BaseException], ...] = (TimeoutError, *POSTGRES_FAILURES)
 # Ids of what the gateway publishes, derived from the issuer's ids: a retried webhook publishes the
 # same ids again, and the authorizer applies it once.
 GATEWAY_NAMESPACE = uuid.UUID("0b6f3f5e-59a3-4c8e-9a53-6c1d0f0e7a11")
@@ -179,7 +182,7 @@ class Answering:
             self._remember_decline(ask, answer)
             recorded = await self._record_deadline(ask, attempt)
             self._later(self._after_deadline(ask, attempt, recorded=recorded))
-        except (OSError, asyncpg.PostgresError) as error:
+        except POSTGRES_FAILURES as error:
             # Postgres unreachable (looking up the card, or recording the answer): decline, fail closed;
             # a decision that may have come meanwhile is expired so its hold is released.
             _log.error(
@@ -247,7 +250,7 @@ class Answering:
                     overwrite=True,
                     expiry_owed=attempt.request is not None,
                 )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        except _LATE_OR_FAILED as error:
             _log.error(
                 "deadline_record_late", error=str(error) or "timeout", authorization_id=ask.issuer_authorization_id
             )
@@ -273,7 +276,7 @@ class Answering:
                 )
             elif attempt.request is not None and published:
                 await self._expiry_paid(ask)
-        except (OSError, asyncpg.PostgresError) as error:
+        except POSTGRES_FAILURES as error:
             _log.error("deadline_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
             if not recorded and not published and attempt.request is not None:
                 await self._expire_unrecorded(attempt.request)  # neither sent nor owed anywhere: from memory
@@ -297,7 +300,7 @@ class Answering:
             return  # still owed: the relay publishes it
         try:
             await self._expiry_paid(ask)
-        except (OSError, asyncpg.PostgresError) as error:
+        except POSTGRES_FAILURES as error:
             _log.error("expiry_paid_record_failed", error=str(error), authorization_id=ask.issuer_authorization_id)
 
     async def _expiry_paid(self, ask: Ask) -> None:
@@ -344,7 +347,7 @@ class Answering:
             await asyncio.sleep(every.total_seconds())
             try:
                 await self.relay_owed_expiries()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except POSTGRES_FAILURES as error:
                 _log.warning("owed_expiries_unread", error=str(error)[:300])
 
     async def _answered_here(self, ask: Ask, attempt: _Attempt) -> Answer | None:

@@ -6,6 +6,14 @@ import asyncpg
 
 from services.platform.settings import Settings
 
+# What Postgres failing looks like to a caller that answers for it (a decline, a retry later)
+# rather than letting it end a request with a 500: the server's errors, the network, asyncpg's
+# interface errors, and its protocol confused by a server that went away or a query cancelled
+# mid-flight (`InternalClientError`: "cannot switch to state 12"; seen in chaos, seed 301).
+POSTGRES_FAILURES: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+)  # fmt: skip
+
 
 def transient(error: BaseException) -> bool:
     """Whether doing the same again may succeed: Postgres (or the network) away, a serialization

@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from schemas.authorizations import AuthorizationDecided, AuthorizationRequested
@@ -177,6 +178,29 @@ async def test_an_expiry_that_cannot_be_recorded_is_published_again_until_kafka_
         ("authorization_expired", "iauth_pg_and_kafka_away")
     ]
     assert sleeps == [0.5]  # refused once after the deadline, once by the first retry
+
+
+class _PoolConfused(_Pool):
+    """The answer's record fails as asyncpg fails when a query was cut off mid-flight (chaos, seed 301)."""
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:  # noqa: ARG002
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+
+
+async def test_a_deadline_whose_record_meets_a_confused_connection_is_still_a_decline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deadline passes and recording its decline meets asyncpg's protocol confused: the issuer
+    gets the decline (it got a 500 before), and the expiry is published from memory.
+    """
+    monkeypatch.setattr("services.gateway.answering.RECORD_GRACE", timedelta(milliseconds=50))
+    broker = _FlakyBroker(refusals=0)
+    answering = _answering(broker, _PoolConfused(), timedelta(milliseconds=100))
+    ask = Ask(Issuer.STRIPE, "iauth_pg_confused", "tok", usd(500), usd(500), MERCHANT)
+    answer = await answering.authorize(ask)
+    await answering.close(timeout_s=5)
+    assert (answer.approved, answer.reason) == (False, ReasonCode.DEADLINE_EXCEEDED)
+    assert [e.type for _, e in broker.published] == ["authorization_expired"]
 
 
 # ───────────────────────── increments and reused ids (decision 0006) ─────────────────────────
