@@ -28,6 +28,7 @@ from chaos.harness import (
     Processes,
     Tally,
     Workload,
+    database,
     follow_decisions,
     prepare,
     wait_for,
@@ -396,7 +397,7 @@ async def _judge_intruders(settings: Settings, tally: Tally) -> None:
     """Every click of a user who approves no wallet was refused (or named no request), and no
     request was ever decided by one: anything else is a surprise that fails the run.
     """
-    connection = await asyncpg.connect(dsn=settings.database_url.get_secret_value(), timeout=10)
+    connection = await database(settings)
     try:
         outcomes = await connection.fetch(
             "SELECT outcome, count(*) AS n FROM notifier.clicks WHERE user_id LIKE $1 GROUP BY outcome",
